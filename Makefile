@@ -1,0 +1,136 @@
+# softdirty: plain Makefile.  `make` builds the library, the tool and the
+# tests into $(BUILDDIR); `make check` is the whole suite (see README).
+VERSION    := 0.1.0
+SOVERSION  := 0
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+BUILDDIR   ?= build
+CC         ?= gcc
+
+B := $(BUILDDIR)
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	    -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+ifeq ($(WERROR),1)
+WARN     += -Werror
+endif
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude -pthread
+LIB_CFLAGS := $(ALL_CFLAGS) -fPIC -fvisibility=hidden -Isrc
+
+LIB_SRCS := $(wildcard src/*.c)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+LIB_HDRS := $(wildcard src/*.h) include/softdirty.h
+SONAME   := libsoftdirty.so.$(SOVERSION)
+SHLIB    := $(B)/libsoftdirty.so.$(VERSION)
+STLIB    := $(B)/libsoftdirty.a
+
+TOOL_SRCS := $(wildcard tools/*.c)
+TEST_SRCS := $(filter-out test/common.c,$(wildcard test/*.c))
+TEST_BINS := $(TEST_SRCS:test/%.c=$(B)/test/%)
+TEST_COMMON := $(wildcard test/common.c)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
+
+.PHONY: all lib tests bench-build examples check check-host check-kernels \
+	static-tests test-run bench demo install uninstall clean deps
+
+all: lib $(B)/softdirty tests examples
+
+lib: $(SHLIB) $(STLIB)
+
+$(B)/obj/%.o: src/%.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -c -o $@ $<
+
+$(SHLIB): $(LIB_OBJS) src/libsoftdirty.map
+	$(CC) -shared -Wl,-soname,$(SONAME) \
+		-Wl,--version-script=src/libsoftdirty.map $(LDFLAGS) \
+		-o $@ $(LIB_OBJS) -pthread
+	ln -sf libsoftdirty.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libsoftdirty.so
+
+$(STLIB): $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(B)/softdirty: $(TOOL_SRCS) $(wildcard tools/*.h) $(STLIB)
+	$(CC) $(ALL_CFLAGS) -Itools $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STLIB)
+
+tests: $(TEST_BINS)
+
+$(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -Itest $(LDFLAGS) -o $@ $< $(TEST_COMMON) \
+		$(STLIB)
+
+examples: $(EXAMPLE_BINS)
+
+$(B)/examples/%: examples/%.c $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(STLIB)
+
+bench-build: $(BENCH_BINS)
+
+$(B)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -Ibench $(LDFLAGS) -o $@ $< $(STLIB) -lm
+
+# Static test binaries for the qemu kernels (busybox initramfs, no libc).
+static-tests:
+	$(MAKE) BUILDDIR=$(BUILDDIR)/static LDFLAGS=-static SAN= tests
+
+# Run the tests of this build (one program per test, TAP, per-test timeout).
+test-run: all
+	sh test/runner.sh $(B)/test
+
+deps:
+	sh scripts/deps.sh
+
+# The whole suite: gcc, clang, ASan+UBSan on the host, then real kernels.
+check: deps
+	bash test/check-all.sh
+
+check-host: deps
+	bash test/check-all.sh --host-only
+
+demo: deps all
+	$(B)/examples/demo
+
+bench: deps bench-build
+	sh bench/run.sh $(B)/bench
+
+install: lib $(B)/softdirty
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 644 include/softdirty.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libsoftdirty.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsoftdirty.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+		softdirty.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/softdirty.pc
+	install -m 755 $(B)/softdirty $(DESTDIR)$(BINDIR)/
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(wildcard man/*.3) $(DESTDIR)$(MANDIR)/man3/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libsoftdirty.* \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/softdirty.pc \
+		$(DESTDIR)$(INCLUDEDIR)/softdirty.h $(DESTDIR)$(BINDIR)/softdirty
+
+clean:
+	rm -rf $(BUILDDIR)
+
+-include test/qemu/rules.mk

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+/* /proc/PID/maps parsing and small I/O helpers. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+ssize_t sd_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = pread(fd, (char *)buf + done, len - done,
+				  off + (off_t)done);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	return (ssize_t)done;
+}
+
+int sd_write_str(int fd, const char *s)
+{
+	size_t len = strlen(s);
+	ssize_t r;
+
+	do {
+		r = write(fd, s, len);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == len ? 0 : -EIO;
+}
+
+int sd_gettid(void)
+{
+	return (int)syscall(SYS_gettid);
+}
+
+void sd_maps_free(struct sd_maps *m)
+{
+	free(m->v);
+	free(m->buf);
+	memset(m, 0, sizeof(*m));
+}
+
+static int read_all(struct sd_maps *m, int fd, size_t *len)
+{
+	size_t n = 0;
+
+	if (!m->buf_cap) {
+		m->buf = malloc(65536);
+		if (!m->buf)
+			return -ENOMEM;
+		m->buf_cap = 65536;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0)
+		return -errno;
+	for (;;) {
+		ssize_t r;
+
+		if (m->buf_cap - n < 4096) {
+			char *b = realloc(m->buf, m->buf_cap * 2);
+
+			if (!b)
+				return -ENOMEM;
+			m->buf = b;
+			m->buf_cap *= 2;
+		}
+		r = read(fd, m->buf + n, m->buf_cap - n - 1);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	m->buf[n] = '\0';
+	*len = n;
+	return 0;
+}
+
+static uint64_t hex(char **p)
+{
+	uint64_t v = 0;
+
+	for (;; (*p)++) {
+		char c = **p;
+
+		if (c >= '0' && c <= '9')
+			v = v * 16 + (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v * 16 + (uint64_t)(c - 'a' + 10);
+		else
+			return v;
+	}
+}
+
+int sd_maps_read(struct sd_maps *m, int fd)
+{
+	size_t len = 0;
+	char *p, *eol;
+	int err;
+
+	err = read_all(m, fd, &len);
+	if (err)
+		return err;
+	m->n = 0;
+	for (p = m->buf; *p; p = eol + 1) {
+		struct sd_vma v = { 0 };
+
+		eol = strchr(p, '\n');
+		if (!eol)
+			eol = p + strlen(p);
+		*eol = '\0';
+		v.start = hex(&p);
+		if (*p++ != '-')
+			return -EPROTO;
+		v.end = hex(&p);
+		if (*p++ != ' ' || strlen(p) < 5)
+			return -EPROTO;
+		v.prot = (p[0] == 'r' ? PROT_READ : 0) |
+			 (p[1] == 'w' ? PROT_WRITE : 0) |
+			 (p[2] == 'x' ? PROT_EXEC : 0);
+		v.shared = p[3] == 's';
+		p += 5;
+		v.offset = hex(&p);
+		p++;		/* dev major:minor */
+		hex(&p);
+		p++;
+		hex(&p);
+		while (*p == ' ')
+			p++;
+		v.inode = strtoull(p, &p, 10);
+		while (*p == ' ')
+			p++;
+		v.path = p;
+		if (m->n == m->cap) {
+			size_t cap = m->cap ? m->cap * 2 : 64;
+			struct sd_vma *nv = realloc(m->v, cap * sizeof(*nv));
+
+			if (!nv)
+				return -ENOMEM;
+			m->v = nv;
+			m->cap = cap;
+		}
+		m->v[m->n++] = v;
+		if (eol == m->buf + len)
+			break;
+	}
+	return 0;
+}
+
+bool sd_vma_special(const struct sd_vma *v)
+{
+	return !strcmp(v->path, "[vvar]") || !strcmp(v->path, "[vdso]") ||
+	       !strcmp(v->path, "[vsyscall]") ||
+	       !strcmp(v->path, "[vvar_vclock]") ||
+	       !strcmp(v->path, "[uprobes]");
+}
+
+bool sd_vma_hugetlb(const struct sd_vma *v)
+{
+	return !strncmp(v->path, "/anon_hugepage", 14) ||
+	       !strncmp(v->path, "/dev/hugepages/", 15) ||
+	       strstr(v->path, "/hugetlbfs/") != NULL;
+}

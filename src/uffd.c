@@ -1,0 +1,572 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The "uffd" backend: userfaultfd write-protection in asynchronous mode
+ * (UFFD_FEATURE_WP_ASYNC, Linux 6.7+) read and re-armed atomically by the
+ * PAGEMAP_SCAN ioctl.  A write to a protected page is resolved inside the
+ * kernel (no thread of ours waits on the fd) by clearing the PTE's uffd-wp
+ * bit; PAGEMAP_SCAN with PM_SCAN_WP_MATCHING reports the pages whose bit is
+ * clear and sets it again under the page table lock, so no write falls
+ * between the read and the reset.
+ *
+ * Registration is per VMA and does not follow munmap+mmap, mremap or brk
+ * growth, so every collect looks for unregistered VMAs (PAGE_IS_WPALLOWED
+ * clear) and reports them as new (rule 2).  Scans never use
+ * PM_SCAN_CHECK_WPASYNC: it fails with EPERM after having reset the part
+ * before the offending VMA, losing those writes.  A VMA that appears
+ * between our look and the scan is skipped by the scan and found
+ * unregistered by the next collect.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "uapi.h"
+
+#define HUGE_SZ		(2ULL << 20)
+#define SCAN_VEC	512
+
+/* The features we need; WP_UNPOPULATED makes anonymous VMAs WP-allowed. */
+#define WANT_FEATURES	(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
+#define OPT_FEATURES	UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+
+struct uffd_priv {
+	int fd;
+	/* ranges we registered: unregistered again at close */
+	struct sd_rset mine;
+	/* ranges whose VMA refused registration (EBUSY: another uffd) */
+	struct sd_rset bad;
+	/*
+	 * 2 MiB blocks mapped by a huge PMD when last reset: the first write
+	 * splits the PMD, the kernel's soft-dirty would still report all 512
+	 * pages, and so do we.
+	 */
+	struct sd_rset huge;
+	struct sd_rset unreg;	/* scratch: unregistered ranges now */
+	struct page_region vec[SCAN_VEC];
+};
+
+static int sys_userfaultfd(int flags)
+{
+	return (int)syscall(SYS_userfaultfd, flags);
+}
+
+/* A userfaultfd, user-mode-only when that is all we may create. */
+static int uffd_create(void)
+{
+	int fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0 && errno == EPERM)
+		fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK |
+				     UFFD_USER_MODE_ONLY);
+	return fd < 0 ? -errno : fd;
+}
+
+/* UFFDIO_API may be called once per fd: ask on a throw-away fd first. */
+static int uffd_features(uint64_t *features)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	int fd = uffd_create(), err = 0;
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api))
+		err = -errno;
+	close(fd);
+	*features = api.features;
+	return err;
+}
+
+static int uffd_open_fd(uint64_t supported)
+{
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		.features = WANT_FEATURES | (supported & OPT_FEATURES),
+	};
+	int fd = uffd_create();
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static long pm_scan(int pagemap_fd, struct pm_scan_arg *a)
+{
+	long r;
+
+	do {
+		r = ioctl(pagemap_fd, PAGEMAP_SCAN, a);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+static void scan_args(struct pm_scan_arg *a, uint64_t start, uint64_t end,
+		      struct page_region *vec, size_t len, bool wp)
+{
+	memset(a, 0, sizeof(*a));
+	a->size = sizeof(*a);
+	a->flags = wp ? PM_SCAN_WP_MATCHING : 0;
+	a->start = start;
+	a->end = end;
+	a->vec = (uintptr_t)vec;
+	a->vec_len = len;
+	/*
+	 * Written, and not the shared zero page: a read of a never-populated
+	 * page maps the zero page without the uffd-wp bit, yet nothing was
+	 * written (and a write always replaces the zero page).
+	 */
+	a->category_inverted = PAGE_IS_PFNZERO;
+	a->category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
+	a->return_mask = PAGE_IS_WRITTEN | PAGE_IS_HUGE;
+}
+
+static int uffd_register(int fd, uint64_t start, uint64_t end)
+{
+	struct uffdio_register reg = {
+		.range = { .start = start, .len = end - start },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+
+	return ioctl(fd, UFFDIO_REGISTER, &reg) ? -errno : 0;
+}
+
+/* Unregistered pages of [a, b), which must lie within mapped memory. */
+static int scan_unregistered(struct softdirty *sd, struct uffd_priv *p,
+			     uint64_t a, uint64_t b)
+{
+	struct pm_scan_arg arg;
+	long r, i;
+	int err;
+
+	while (a < b) {
+		memset(&arg, 0, sizeof(arg));
+		arg.size = sizeof(arg);
+		arg.start = a;
+		arg.end = b;
+		arg.vec = (uintptr_t)p->vec;
+		arg.vec_len = SCAN_VEC;
+		arg.category_inverted = PAGE_IS_WPALLOWED;
+		arg.category_mask = PAGE_IS_WPALLOWED;
+		arg.return_mask = PAGE_IS_WPALLOWED;
+		r = pm_scan(sd->pagemap_fd, &arg);
+		if (r < 0)
+			return (int)r;
+		for (i = 0; i < r; i++) {
+			err = sd_rset_add(&p->unreg, p->vec[i].start,
+					  p->vec[i].end);
+			if (err)
+				return err;
+		}
+		if (arg.walk_end <= a)
+			return -EIO;
+		a = arg.walk_end;
+	}
+	return 0;
+}
+
+/*
+ * The ranges of [start, end) in VMAs not registered with a WP-async
+ * userfaultfd, into p->unreg.  The kernel refuses ranges beyond the user
+ * address space, so scan runs of adjacent VMAs.
+ */
+static int find_unregistered(struct softdirty *sd, struct uffd_priv *p,
+			     uint64_t start, uint64_t end)
+{
+	uint64_t a = 0, b = 0;
+	size_t i;
+	int err;
+
+	sd_rset_clear(&p->unreg);
+	for (i = 0; i <= sd->maps.n; i++) {
+		const struct sd_vma *v = i < sd->maps.n ? &sd->maps.v[i] : NULL;
+		uint64_t s = v ? MAX(v->start, start) : 0;
+		uint64_t e = v ? MIN(v->end, end) : 0;
+
+		if (v && (s >= e || sd_vma_special(v)))
+			continue;
+		if (v && s == b) {
+			b = e;
+			continue;
+		}
+		if (a < b) {
+			err = scan_unregistered(sd, p, a, b);
+			if (err)
+				return err;
+		}
+		a = s;
+		b = e;
+	}
+	return 0;
+}
+
+struct walk {
+	struct softdirty *sd;
+	struct uffd_priv *p;
+	struct sd_out *o;
+	const struct sd_vma *vma;
+	bool reset;
+};
+
+/* Report [a, b) as written, widened to the huge pages it touches. */
+static int emit_written(struct walk *w, uint64_t a, uint64_t b, bool huge)
+{
+	struct uffd_priv *p = w->p;
+	struct sd_out *o = w->o;
+	uint64_t ha = a & ~(HUGE_SZ - 1), hb = (b - 1) & ~(HUGE_SZ - 1);
+	uint64_t lo = a, hi = b;
+	bool wa = huge || sd_rset_contains(&p->huge, ha);
+	bool wb = huge || sd_rset_contains(&p->huge, hb);
+	int err;
+
+	if (wa)
+		lo = MAX(ha, w->vma->start);
+	if (wb)
+		hi = MIN(hb + HUGE_SZ, w->vma->end);
+	/* never go back over what was already reported */
+	if (o->n && o->vec[o->n - 1].end > lo)
+		lo = o->vec[o->n - 1].end;
+	if (lo >= hi)
+		return 0;
+	err = sd_out_add(o, lo, hi, SOFTDIRTY_RANGE_WRITTEN);
+	/* a PMD split by the write is reported whole once, then per page */
+	if (!err && w->reset && !huge && (wa || wb))
+		err = sd_rset_remove(&p->huge, ha, hb + HUGE_SZ);
+	return err;
+}
+
+/*
+ * Scan [a, b) of a registered VMA for written pages (re-protecting them
+ * when resetting) and report them if @report.  The kernel is never given
+ * more room than the caller's vector has left, so nothing it resets goes
+ * unreported.
+ */
+static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
+{
+	struct uffd_priv *p = w->p;
+	struct sd_out *o = w->o;
+	struct pm_scan_arg arg;
+	long r, i;
+	int err;
+
+	while (a < b) {
+		size_t room = SCAN_VEC;
+
+		if (report && !o->discard) {
+			room = MIN(room, o->len - o->n);
+			if (!room) {
+				o->full = true;
+				o->walk_end = a;
+				return -ENOSPC;
+			}
+		}
+		scan_args(&arg, a, b, p->vec, room, w->reset);
+		r = pm_scan(w->sd->pagemap_fd, &arg);
+		if (r < 0)
+			return (int)r;
+		for (i = 0; i < r; i++) {
+			const struct page_region *pr = &p->vec[i];
+			bool huge = pr->categories & PAGE_IS_HUGE;
+
+			if (w->reset && huge) {
+				err = sd_rset_add(&p->huge,
+						  pr->start & ~(HUGE_SZ - 1),
+						  pr->end);
+				if (err)
+					return err;
+			}
+			if (report) {
+				err = emit_written(w, pr->start, pr->end, huge);
+				if (err)
+					return err;
+			}
+		}
+		if (arg.walk_end <= a)
+			return -EIO;
+		a = arg.walk_end;
+	}
+	return 0;
+}
+
+/* Register what is not yet registered in [a, b) and protect it all. */
+static int arm(struct walk *w, uint64_t a, uint64_t b)
+{
+	struct uffd_priv *p = w->p;
+	size_t i;
+	int err;
+
+	for (i = sd_rset_find(&p->unreg, a);
+	     i < p->unreg.n && p->unreg.v[i].start < b; i++) {
+		uint64_t s = MAX(a, p->unreg.v[i].start);
+		uint64_t e = MIN(b, p->unreg.v[i].end);
+
+		err = uffd_register(p->fd, s, e);
+		if (err == -ENOMEM)
+			return err;
+		if (!err) {
+			err = sd_rset_add(&p->mine, s, e);
+			if (err)
+				return err;
+		} else {
+			/* another userfaultfd owns it, or it cannot be */
+			err = sd_rset_add(&p->bad, s, e);
+			if (err)
+				return err;
+		}
+	}
+	return scan_written(w, a, b, false);
+}
+
+/* A piece of a VMA that was mapped at its last reset. */
+static int known_piece(void *ctx, uint64_t a, uint64_t b)
+{
+	struct walk *w = ctx;
+	struct uffd_priv *p = w->p;
+	size_t i = sd_rset_find(&p->unreg, a);
+	int err;
+
+	while (a < b) {
+		uint64_t c;
+
+		if (i < p->unreg.n && p->unreg.v[i].start <= a) {
+			c = MIN(b, p->unreg.v[i].end);
+			i++;
+			if (sd_rset_contains(&p->bad, a)) {
+				/* we could not register it: cannot watch */
+				err = 0;
+				if (w->vma->prot & PROT_WRITE)
+					err = sd_out_add(w->o, a, c,
+						SOFTDIRTY_RANGE_UNTRACKED);
+			} else {
+				/* replaced since the reset (munmap + mmap) */
+				err = sd_out_add(w->o, a, c,
+						 SOFTDIRTY_RANGE_NEW);
+			}
+			if (!err && w->reset)
+				err = arm(w, a, c);
+		} else {
+			c = i < p->unreg.n ? MIN(b, p->unreg.v[i].start) : b;
+			err = scan_written(w, a, c, true);
+		}
+		if (err)
+			return err;
+		a = c;
+	}
+	return 0;
+}
+
+/* A piece of a VMA created, grown or moved since the reset: arm it. */
+static int new_piece(void *ctx, uint64_t a, uint64_t b)
+{
+	return arm(ctx, a, b);
+}
+
+static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
+			struct sd_out *o, bool reset)
+{
+	struct uffd_priv *p = sd->priv;
+	struct walk w = { .sd = sd, .p = p, .o = o, .reset = reset };
+	uint64_t done;
+	size_t i;
+	int err;
+
+	err = sd_refresh_maps(sd);
+	if (!err)
+		err = find_unregistered(sd, p, start, end);
+	if (!err && reset) {
+		/* forget registration failures: they are tried again */
+		err = sd_rset_remove(&p->bad, start, end);
+	}
+	for (i = 0; !err && i < sd->maps.n; i++) {
+		const struct sd_vma *v = &sd->maps.v[i];
+		uint64_t a = MAX(v->start, start), b = MIN(v->end, end);
+
+		if (a >= b || sd_vma_special(v))
+			continue;
+		w.vma = v;
+		/* created, grown or moved since the reset: all of it is new */
+		err = sd_emit_new_split(o, &sd->known, a, b, known_piece,
+					reset ? new_piece : NULL, &w);
+	}
+	if (err && err != -ENOSPC)
+		return err;
+	if (!reset)
+		return err;
+	done = o->full ? o->walk_end : end;
+	err = sd_known_update(sd, start, done);
+	return err ? err : (o->full ? -ENOSPC : 0);
+}
+
+/* The kernel's answer to UFFDIO_API, asked once. */
+static pthread_once_t features_once = PTHREAD_ONCE_INIT;
+static uint64_t features_supported;
+static int features_err;
+
+static void features_init(void)
+{
+	features_err = uffd_features(&features_supported);
+}
+
+static int uffd_open(struct softdirty *sd)
+{
+	struct uffd_priv *p;
+	int fd;
+
+	if (!sd->self)
+		return -EOPNOTSUPP;
+	pthread_once(&features_once, features_init);
+	if (features_err)
+		return features_err;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	fd = uffd_open_fd(features_supported);
+	if (fd < 0) {
+		free(p);
+		return fd;
+	}
+	p->fd = fd;
+	sd->priv = p;
+	return 0;
+}
+
+static void uffd_close(struct softdirty *sd)
+{
+	struct uffd_priv *p = sd->priv;
+	size_t i, j;
+
+	if (!p)
+		return;
+	/*
+	 * Closing the fd unregisters everything only when it is the last
+	 * reference; a forked child may hold another.  Unregister what we
+	 * registered explicitly, VMA by VMA, so the process is left clean.
+	 */
+	if (!sd_refresh_maps(sd)) {
+		for (i = 0; i < sd->maps.n; i++) {
+			const struct sd_vma *v = &sd->maps.v[i];
+
+			for (j = sd_rset_find(&p->mine, v->start);
+			     j < p->mine.n && p->mine.v[j].start < v->end; j++) {
+				struct uffdio_range r;
+				uint64_t s = MAX(v->start, p->mine.v[j].start);
+
+				r.start = s;
+				r.len = MIN(v->end, p->mine.v[j].end) - s;
+				(void)!ioctl(p->fd, UFFDIO_UNREGISTER, &r);
+			}
+		}
+	}
+	close(p->fd);
+	sd_rset_free(&p->mine);
+	sd_rset_free(&p->bad);
+	sd_rset_free(&p->huge);
+	sd_rset_free(&p->unreg);
+	free(p);
+	sd->priv = NULL;
+}
+
+/*
+ * Test the mechanism for real: protect four written pages, write one, and
+ * expect exactly that one back from PAGEMAP_SCAN.
+ */
+static void uffd_probe(struct softdirty_probe_result *r)
+{
+	const size_t len = 4 * PAGE_SZ;
+	struct page_region vec[4];
+	struct pm_scan_arg a;
+	int fd = -1, pm = -1;
+	char *m = MAP_FAILED;
+	long n;
+
+	pthread_once(&features_once, features_init);
+	r->status = features_err;
+	if (features_err == -ENOSYS) {
+		snprintf(r->reason, sizeof(r->reason),
+			 "no userfaultfd syscall (kernel built without CONFIG_USERFAULTFD)");
+		return;
+	}
+	if (features_err) {
+		snprintf(r->reason, sizeof(r->reason),
+			 "userfaultfd refused: %s (vm.unprivileged_userfaultfd, seccomp?)",
+			 strerror(-features_err));
+		return;
+	}
+	if ((features_supported & WANT_FEATURES) != WANT_FEATURES) {
+		r->status = -ENOTSUP;
+		snprintf(r->reason, sizeof(r->reason),
+			 "kernel lacks UFFD_FEATURE_WP_ASYNC/WP_UNPOPULATED (Linux 6.7+ with uffd-wp)");
+		return;
+	}
+	r->status = -ENOTSUP;
+	fd = uffd_open_fd(features_supported);
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (fd < 0 || pm < 0 || m == MAP_FAILED) {
+		snprintf(r->reason, sizeof(r->reason), "probe setup failed: %s",
+			 strerror(errno));
+		goto out;
+	}
+	memset(m, 1, len);
+	if (uffd_register(fd, (uintptr_t)m, (uintptr_t)m + len)) {
+		snprintf(r->reason, sizeof(r->reason),
+			 "UFFDIO_REGISTER in write-protect mode failed: %s",
+			 strerror(errno));
+		goto out;
+	}
+	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, true);
+	n = pm_scan(pm, &a);
+	if (n == -ENOTTY || n == -EINVAL) {
+		snprintf(r->reason, sizeof(r->reason),
+			 "kernel lacks the PAGEMAP_SCAN ioctl (Linux 6.7+)");
+		goto out;
+	}
+	if (n < 0) {
+		snprintf(r->reason, sizeof(r->reason), "PAGEMAP_SCAN failed: %s",
+			 strerror((int)-n));
+		goto out;
+	}
+	m[PAGE_SZ] = 2;
+	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, false);
+	n = pm_scan(pm, &a);
+	if (n != 1 || vec[0].start != (uintptr_t)m + PAGE_SZ ||
+	    vec[0].end != (uintptr_t)m + 2 * PAGE_SZ) {
+		snprintf(r->reason, sizeof(r->reason),
+			 "write-protect test failed: wrote 1 page, PAGEMAP_SCAN reported %ld ranges",
+			 n);
+		goto out;
+	}
+	r->status = 0;
+	r->caps = sd_backend_uffd.caps;
+	snprintf(r->reason, sizeof(r->reason),
+		 "does not see writes made through another process's mapping of shared memory, nor DMA");
+out:
+	if (m != MAP_FAILED)
+		munmap(m, len);
+	if (pm >= 0)
+		close(pm);
+	if (fd >= 0)
+		close(fd);
+}
+
+const struct sd_backend sd_backend_uffd = {
+	.name = "uffd",
+	.id = SOFTDIRTY_BACKEND_UFFD,
+	.caps = SOFTDIRTY_CAP_SELF | SOFTDIRTY_CAP_KERNEL_WRITES |
+		SOFTDIRTY_CAP_EXACT,
+	.probe = uffd_probe,
+	.open = uffd_open,
+	.close = uffd_close,
+	.collect = uffd_collect,
+};
