@@ -23,6 +23,7 @@ CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer \
 	    -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
+LIBS       := -lxxhash -pthread
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude -pthread
 LIB_CFLAGS := $(ALL_CFLAGS) -fPIC -fvisibility=hidden -Isrc
 
@@ -56,7 +57,7 @@ $(B)/obj/%.o: src/%.c $(LIB_HDRS)
 $(SHLIB): $(LIB_OBJS) src/libsoftdirty.map
 	$(CC) -shared -Wl,-soname,$(SONAME) \
 		-Wl,--version-script=src/libsoftdirty.map $(LDFLAGS) \
-		-o $@ $(LIB_OBJS) -pthread
+		-o $@ $(LIB_OBJS) $(LIBS)
 	ln -sf libsoftdirty.so.$(VERSION) $(B)/$(SONAME)
 	ln -sf $(SONAME) $(B)/libsoftdirty.so
 
@@ -65,26 +66,26 @@ $(STLIB): $(LIB_OBJS)
 	ar rcs $@ $^
 
 $(B)/softdirty: $(TOOL_SRCS) $(wildcard tools/*.h) $(STLIB)
-	$(CC) $(ALL_CFLAGS) -Itools $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STLIB)
+	$(CC) $(ALL_CFLAGS) -Itools $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STLIB) $(LIBS)
 
 tests: $(TEST_BINS)
 
 $(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc -Itest $(LDFLAGS) -o $@ $< $(TEST_COMMON) \
-		$(STLIB)
+		$(STLIB) $(LIBS)
 
 examples: $(EXAMPLE_BINS)
 
 $(B)/examples/%: examples/%.c $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(STLIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(STLIB) $(LIBS)
 
 bench-build: $(BENCH_BINS)
 
 $(B)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Isrc -Ibench $(LDFLAGS) -o $@ $< $(STLIB) -lm
+	$(CC) $(ALL_CFLAGS) -Isrc -Ibench $(LDFLAGS) -o $@ $< $(STLIB) $(LIBS) -lm
 
 # Static test binaries for the qemu kernels (busybox initramfs, no libc).
 static-tests:

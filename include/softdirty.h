@@ -84,9 +84,12 @@ enum {
  * reference point is "now": the first collect reports what was written
  * since open.
  *
- * -ESRCH no such process, -EPERM not allowed, -ENOTSUP the backend cannot
- * work here (softdirty_probe() says why), -ENOENT unknown backend name,
- * -EINVAL bad options.
+ * -EINVAL bad arguments or options, -ENOENT unknown backend name,
+ * -ENOTSUP (== -EOPNOTSUPP) the backend cannot work here
+ * (softdirty_probe() says why; "auto": none can) or, in this version, @pid
+ * is another process, -ESRCH no such process, -EBUSY this process already
+ * tracks @pid with that backend (one tracker per backend and process),
+ * -ENOMEM, or what the backend's kernel interface returned.
  */
 SOFTDIRTY_API SOFTDIRTY_MUST_CHECK
 int softdirty_open(struct softdirty **out, pid_t pid,
@@ -142,7 +145,11 @@ SOFTDIRTY_API pid_t softdirty_pid(const struct softdirty *sd);
 
 /*
  * Stop tracking and leave the process as it was before open: no
- * userfaultfd, no protection, no signal handler of ours.  NULL is allowed.
+ * userfaultfd, no protection, no signal handler of ours (one exception:
+ * when the kernel backend could not pause a thread that blocks
+ * SIGRTMAX-2, its no-op handler stays so that the pending signal cannot
+ * kill the process).  NULL is allowed.  Must not run concurrently with
+ * other calls on @sd; all other calls on one tracker are serialized.
  */
 SOFTDIRTY_API void softdirty_close(struct softdirty *sd);
 

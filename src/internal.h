@@ -31,6 +31,8 @@ struct sd_rset {
 
 void sd_rset_free(struct sd_rset *s);
 void sd_rset_clear(struct sd_rset *s);
+/* Make room for @n ranges, so that adds up to that size cannot fail. */
+MUST_CHECK int sd_rset_reserve(struct sd_rset *s, size_t n);
 MUST_CHECK int sd_rset_add(struct sd_rset *s, uint64_t start, uint64_t end);
 MUST_CHECK int sd_rset_remove(struct sd_rset *s, uint64_t start, uint64_t end);
 /* First range of @s ending after @addr (index), or s->n. */
@@ -141,10 +143,10 @@ extern const struct sd_backend sd_backend_hash;
 MUST_CHECK int sd_refresh_maps(struct softdirty *sd);
 /*
  * After a reset of [start, end): the baseline there becomes what is
- * mapped now (sd->maps).
+ * mapped now (sd->maps).  Cannot fail: out of memory, the baseline is
+ * emptied, which makes later collects report more as new, never less.
  */
-MUST_CHECK int sd_known_update(struct softdirty *sd, uint64_t start,
-			       uint64_t end);
+void sd_known_update(struct softdirty *sd, uint64_t start, uint64_t end);
 
 /* Lowest-level helpers. */
 /* pread until @len bytes or end of file: bytes read, or -errno */

@@ -27,8 +27,12 @@
 
 #define PM_CHUNK	8192		/* pagemap entries per read */
 #define SCAN_VEC	512
-/* dirty runs recorded while the world is stopped (no malloc then) */
-#define RUNS_MAX	65536
+/*
+ * Dirty runs are recorded while the world is stopped, when malloc is off
+ * limits: room is made beforehand for one run per two mapped pages (the
+ * most there can be), up to RUNS_CAP; past that, precision is given up.
+ */
+#define RUNS_CAP	(1UL << 22)
 
 struct kernel_priv {
 	int clear_fd;
@@ -40,11 +44,12 @@ struct kernel_priv {
 	struct page_region vec[SCAN_VEC];
 	struct softdirty_range *runs;
 	size_t nruns, runs_cap;
+	size_t runs_max;	/* saturate beyond this many runs */
 };
 
 /*
  * Append a dirty run during the read: fixed storage, no malloc.  Past
- * RUNS_MAX the readers give up on precision and add the rest of each VMA
+ * runs_max the readers give up on precision and add the rest of each VMA
  * as one run: the storage has room for one read's worth plus one run per
  * VMA beyond it.
  */
@@ -61,7 +66,7 @@ static void run_add(struct kernel_priv *p, uint64_t a, uint64_t b)
 
 static bool saturated(struct kernel_priv *p, uint64_t a, uint64_t b)
 {
-	if (p->nruns < RUNS_MAX)
+	if (p->nruns < p->runs_max)
 		return false;
 	run_add(p, a, b);
 	return true;
@@ -127,9 +132,13 @@ static int read_and_clear(struct softdirty *sd, struct kernel_priv *p,
 			  uint64_t start, uint64_t end, bool reset)
 {
 	struct sd_world w = { 0 };
-	size_t i, need = RUNS_MAX + PM_CHUNK + sd->maps.n + 1;
+	size_t i, need, pages = 0;
 	int err = 0;
 
+	for (i = 0; i < sd->maps.n; i++)
+		pages += (sd->maps.v[i].end - sd->maps.v[i].start) / PAGE_SZ;
+	p->runs_max = MIN(pages / 2 + 1, RUNS_CAP);
+	need = p->runs_max + PM_CHUNK + sd->maps.n + 1;
 	if (p->runs_cap < need) {
 		void *r = realloc(p->runs, need * sizeof(*p->runs));
 
@@ -138,6 +147,12 @@ static int read_and_clear(struct softdirty *sd, struct kernel_priv *p,
 		p->runs = r;
 		p->runs_cap = need;
 	}
+	/* after the clear nothing may fail: reserve what the merge needs */
+	err = sd_rset_reserve(&p->dirty, need + p->carry.n);
+	if (!err)
+		err = sd_rset_reserve(&p->carry, need + p->carry.n + 1);
+	if (err)
+		return err;
 	p->nruns = 0;
 	if (reset && p->world) {
 		err = sd_world_stop(&w);
@@ -155,7 +170,7 @@ static int read_and_clear(struct softdirty *sd, struct kernel_priv *p,
 	}
 	if (!err && reset)
 		err = sd_write_str(p->clear_fd, "4");
-	if (w.stopped || w.tids)
+	if (w.stopped)
 		sd_world_resume(&w);
 	return err;
 }
@@ -202,12 +217,15 @@ static int kernel_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 			     reset);
 	if (err)
 		return err;
+	/* with room reserved beforehand, these cannot fail */
 	sd_rset_clear(&p->dirty);
 	for (i = 0; !err && i < p->nruns; i++)
 		err = sd_rset_add(&p->dirty, p->runs[i].start, p->runs[i].end);
 	for (i = 0; !err && i < p->carry.n; i++)
 		err = sd_rset_add(&p->dirty, p->carry.v[i].start,
 				  p->carry.v[i].end);
+	if (err)
+		return err;
 	for (i = 0; !err && i < sd->maps.n; i++) {
 		const struct sd_vma *v = &sd->maps.v[i];
 		uint64_t a = MAX(v->start, start), b = MIN(v->end, end);
@@ -225,16 +243,16 @@ static int kernel_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	/* what was cleared but not reported is reported later */
 	done = o->full ? o->walk_end : end;
 	sd_rset_clear(&p->carry);
-	for (i = 0; i < p->dirty.n; i++) {
+	err = 0;
+	for (i = 0; !err && i < p->dirty.n; i++)
 		err = sd_rset_add(&p->carry, p->dirty.v[i].start,
 				  p->dirty.v[i].end);
-		if (err)
-			return err;
-	}
-	err = sd_rset_remove(&p->carry, start, done);
 	if (!err)
-		err = sd_known_update(sd, start, done);
-	return err ? err : (o->full ? -ENOSPC : 0);
+		err = sd_rset_remove(&p->carry, start, done);
+	if (err)
+		return err;
+	sd_known_update(sd, start, done);
+	return o->full ? -ENOSPC : 0;
 }
 
 static bool scan_works(int pagemap_fd)

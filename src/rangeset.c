@@ -17,7 +17,7 @@ void sd_rset_clear(struct sd_rset *s)
 	s->n = 0;
 }
 
-static int reserve(struct sd_rset *s, size_t n)
+int sd_rset_reserve(struct sd_rset *s, size_t n)
 {
 	struct softdirty_range *v;
 	size_t cap;
@@ -70,7 +70,7 @@ int sd_rset_add(struct sd_rset *s, uint64_t start, uint64_t end)
 		return 0;
 	}
 	if (!s->n || s->v[s->n - 1].end < start) {
-		err = reserve(s, s->n + 1);
+		err = sd_rset_reserve(s, s->n + 1);
 		if (err)
 			return err;
 		s->v[s->n++] = (struct softdirty_range){ start, end, 0 };
@@ -94,7 +94,7 @@ int sd_rset_add(struct sd_rset *s, uint64_t start, uint64_t end)
 	for (j = i; j < s->n && s->v[j].start <= end; j++)
 		;
 	if (i == j) {
-		err = reserve(s, s->n + 1);
+		err = sd_rset_reserve(s, s->n + 1);
 		if (err)
 			return err;
 		memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof(s->v[0]));
@@ -123,7 +123,7 @@ int sd_rset_remove(struct sd_rset *s, uint64_t start, uint64_t end)
 		return 0;
 	/* removing from the middle of one range splits it */
 	if (s->v[i].start < start && s->v[i].end > end) {
-		err = reserve(s, s->n + 1);
+		err = sd_rset_reserve(s, s->n + 1);
 		if (err)
 			return err;
 		memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof(s->v[0]));

@@ -159,7 +159,7 @@ int sd_refresh_maps(struct softdirty *sd)
 	return err;
 }
 
-int sd_known_update(struct softdirty *sd, uint64_t start, uint64_t end)
+void sd_known_update(struct softdirty *sd, uint64_t start, uint64_t end)
 {
 	size_t i;
 	int err;
@@ -173,7 +173,8 @@ int sd_known_update(struct softdirty *sd, uint64_t start, uint64_t end)
 		err = sd_rset_add(&sd->known, MAX(v->start, start),
 				  MIN(v->end, end));
 	}
-	return err;
+	if (err)
+		sd_rset_clear(&sd->known);
 }
 
 static const struct sd_backend *backend_by_name(const char *name)

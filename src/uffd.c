@@ -43,10 +43,11 @@ struct uffd_priv {
 	struct sd_rset bad;
 	/*
 	 * 2 MiB blocks mapped by a huge PMD when last reset: the first write
-	 * splits the PMD, the kernel's soft-dirty would still report all 512
-	 * pages, and so do we.
+	 * after a reset splits the PMD under uffd-wp, where the kernel's
+	 * soft-dirty bit is per PMD and reports all 512 pages; so do we.
 	 */
 	struct sd_rset huge;
+	struct sd_rset census;	/* scratch: huge blocks now */
 	struct sd_rset unreg;	/* scratch: unregistered ranges now */
 	struct page_region vec[SCAN_VEC];
 };
@@ -122,13 +123,14 @@ static void scan_args(struct pm_scan_arg *a, uint64_t start, uint64_t end,
 	a->vec = (uintptr_t)vec;
 	a->vec_len = len;
 	/*
-	 * Written, and not the shared zero page: a read of a never-populated
-	 * page maps the zero page without the uffd-wp bit, yet nothing was
-	 * written (and a write always replaces the zero page).
+	 * Exactly "written, report written": the kernel's fast path, which
+	 * also reports (and re-arms) empty PTEs in existing page tables.
+	 * That is what makes a page zapped, or unmapped and mapped again by
+	 * an in-place mremap shrink and growth, show up: the PTE was armed
+	 * at the reset, and now it is empty.
 	 */
-	a->category_inverted = PAGE_IS_PFNZERO;
-	a->category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
-	a->return_mask = PAGE_IS_WRITTEN | PAGE_IS_HUGE;
+	a->category_mask = PAGE_IS_WRITTEN;
+	a->return_mask = PAGE_IS_WRITTEN;
 }
 
 static int uffd_register(int fd, uint64_t start, uint64_t end)
@@ -215,34 +217,105 @@ struct walk {
 	struct uffd_priv *p;
 	struct sd_out *o;
 	const struct sd_vma *vma;
+	uint64_t start, end;	/* the caller's range */
+	uint64_t pos;		/* reported and reset up to here */
 	bool reset;
 };
 
-/* Report [a, b) as written, widened to the huge pages it touches. */
-static int emit_written(struct walk *w, uint64_t a, uint64_t b, bool huge)
+static bool was_huge(const struct walk *w, uint64_t block)
 {
-	struct uffd_priv *p = w->p;
+	return sd_rset_contains(&w->p->huge, block) ||
+	       (w->reset && sd_rset_contains(&w->p->census, block));
+}
+
+/* Report [a, b) as written, widened to the huge pages it touches. */
+static int emit_written(struct walk *w, uint64_t a, uint64_t b)
+{
 	struct sd_out *o = w->o;
 	uint64_t ha = a & ~(HUGE_SZ - 1), hb = (b - 1) & ~(HUGE_SZ - 1);
 	uint64_t lo = a, hi = b;
-	bool wa = huge || sd_rset_contains(&p->huge, ha);
-	bool wb = huge || sd_rset_contains(&p->huge, hb);
-	int err;
 
-	if (wa)
-		lo = MAX(ha, w->vma->start);
-	if (wb)
-		hi = MIN(hb + HUGE_SZ, w->vma->end);
+	if (was_huge(w, ha))
+		lo = MAX(ha, MAX(w->vma->start, w->start));
+	if (was_huge(w, hb))
+		hi = MIN(hb + HUGE_SZ, MIN(w->vma->end, w->end));
 	/* never go back over what was already reported */
 	if (o->n && o->vec[o->n - 1].end > lo)
 		lo = o->vec[o->n - 1].end;
 	if (lo >= hi)
 		return 0;
-	err = sd_out_add(o, lo, hi, SOFTDIRTY_RANGE_WRITTEN);
-	/* a PMD split by the write is reported whole once, then per page */
-	if (!err && w->reset && !huge && (wa || wb))
-		err = sd_rset_remove(&p->huge, ha, hb + HUGE_SZ);
-	return err;
+	return sd_out_add(o, lo, hi, SOFTDIRTY_RANGE_WRITTEN);
+}
+
+/* Is any THP mapped in the system?  If not, there is nothing to census. */
+static bool thp_in_use(void)
+{
+	static const char *const keys[] = {
+		"AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
+	};
+	char buf[4096], *s;
+	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	ssize_t r;
+	size_t i;
+
+	if (fd < 0)
+		return true;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return true;
+	buf[r] = '\0';
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		s = strstr(buf, keys[i]);
+		if (s && strtoul(s + strlen(keys[i]), NULL, 10))
+			return true;
+	}
+	return false;
+}
+
+/* The 2 MiB blocks of [start, end) mapped huge right now, into p->census. */
+static int take_census(struct softdirty *sd, struct uffd_priv *p,
+		       uint64_t start, uint64_t end)
+{
+	struct pm_scan_arg arg;
+	size_t i;
+	long r, k;
+	int err;
+
+	sd_rset_clear(&p->census);
+	if (!thp_in_use())
+		return 0;
+	for (i = 0; i < sd->maps.n; i++) {
+		const struct sd_vma *v = &sd->maps.v[i];
+		uint64_t a = MAX(v->start, start), b = MIN(v->end, end);
+
+		if (b - MIN(a, b) < HUGE_SZ || sd_vma_special(v))
+			continue;
+		while (a < b) {
+			memset(&arg, 0, sizeof(arg));
+			arg.size = sizeof(arg);
+			arg.start = a;
+			arg.end = b;
+			arg.vec = (uintptr_t)p->vec;
+			arg.vec_len = SCAN_VEC;
+			arg.category_mask = PAGE_IS_HUGE;
+			arg.return_mask = PAGE_IS_HUGE;
+			r = pm_scan(sd->pagemap_fd, &arg);
+			if (r < 0)
+				return (int)r;
+			for (k = 0; k < r; k++) {
+				err = sd_rset_add(&p->census,
+					p->vec[k].start & ~(HUGE_SZ - 1),
+					p->vec[k].end);
+				if (err)
+					return err;
+			}
+			if (arg.walk_end <= a)
+				return -EIO;
+			a = arg.walk_end;
+		}
+	}
+	return 0;
 }
 
 /*
@@ -274,26 +347,20 @@ static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
 		r = pm_scan(w->sd->pagemap_fd, &arg);
 		if (r < 0)
 			return (int)r;
-		for (i = 0; i < r; i++) {
-			const struct page_region *pr = &p->vec[i];
-			bool huge = pr->categories & PAGE_IS_HUGE;
-
-			if (w->reset && huge) {
-				err = sd_rset_add(&p->huge,
-						  pr->start & ~(HUGE_SZ - 1),
-						  pr->end);
-				if (err)
-					return err;
-			}
-			if (report) {
-				err = emit_written(w, pr->start, pr->end, huge);
-				if (err)
-					return err;
-			}
+		/*
+		 * The kernel has reset these pages: from here on nothing may
+		 * fail but a full vector, or their writes would be lost.
+		 */
+		for (i = 0; report && i < r; i++) {
+			err = emit_written(w, p->vec[i].start, p->vec[i].end);
+			if (err)
+				return err;
 		}
 		if (arg.walk_end <= a)
 			return -EIO;
 		a = arg.walk_end;
+		if (report)
+			w->pos = a;
 	}
 	return 0;
 }
@@ -314,9 +381,13 @@ static int arm(struct walk *w, uint64_t a, uint64_t b)
 		if (err == -ENOMEM)
 			return err;
 		if (!err) {
-			err = sd_rset_add(&p->mine, s, e);
-			if (err)
-				return err;
+			/*
+			 * Best effort both: unrecorded, the range is only not
+			 * unregistered explicitly at close (closing the fd
+			 * does it), or reported untracked once more.
+			 */
+			(void)!sd_rset_add(&p->mine, s, e);
+			(void)!sd_rset_remove(&p->bad, s, e);
 		} else {
 			/* another userfaultfd owns it, or it cannot be */
 			err = sd_rset_add(&p->bad, s, e);
@@ -339,9 +410,16 @@ static int known_piece(void *ctx, uint64_t a, uint64_t b)
 		uint64_t c;
 
 		if (i < p->unreg.n && p->unreg.v[i].start <= a) {
+			size_t j = sd_rset_find(&p->bad, a);
+			bool bad = j < p->bad.n && p->bad.v[j].start <= a;
+
 			c = MIN(b, p->unreg.v[i].end);
-			i++;
-			if (sd_rset_contains(&p->bad, a)) {
+			/* split where the refused part starts or ends */
+			if (j < p->bad.n)
+				c = MIN(c, bad ? p->bad.v[j].end : p->bad.v[j].start);
+			if (c == p->unreg.v[i].end)
+				i++;
+			if (bad) {
 				/* we could not register it: cannot watch */
 				err = 0;
 				if (w->vma->prot & PROT_WRITE)
@@ -361,6 +439,7 @@ static int known_piece(void *ctx, uint64_t a, uint64_t b)
 		if (err)
 			return err;
 		a = c;
+		w->pos = a;
 	}
 	return 0;
 }
@@ -368,14 +447,22 @@ static int known_piece(void *ctx, uint64_t a, uint64_t b)
 /* A piece of a VMA created, grown or moved since the reset: arm it. */
 static int new_piece(void *ctx, uint64_t a, uint64_t b)
 {
-	return arm(ctx, a, b);
+	struct walk *w = ctx;
+	int err = arm(w, a, b);
+
+	if (!err)
+		w->pos = b;
+	return err;
 }
 
 static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 			struct sd_out *o, bool reset)
 {
 	struct uffd_priv *p = sd->priv;
-	struct walk w = { .sd = sd, .p = p, .o = o, .reset = reset };
+	struct walk w = {
+		.sd = sd, .p = p, .o = o, .reset = reset,
+		.start = start, .end = end, .pos = start,
+	};
 	uint64_t done;
 	size_t i;
 	int err;
@@ -383,10 +470,11 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	err = sd_refresh_maps(sd);
 	if (!err)
 		err = find_unregistered(sd, p, start, end);
-	if (!err && reset) {
-		/* forget registration failures: they are tried again */
-		err = sd_rset_remove(&p->bad, start, end);
-	}
+	/* before re-arming: a write after it may split what it counts */
+	if (!err && reset)
+		err = take_census(sd, p, start, end);
+	if (err)
+		return err;
 	for (i = 0; !err && i < sd->maps.n; i++) {
 		const struct sd_vma *v = &sd->maps.v[i];
 		uint64_t a = MAX(v->start, start), b = MIN(v->end, end);
@@ -398,13 +486,27 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 		err = sd_emit_new_split(o, &sd->known, a, b, known_piece,
 					reset ? new_piece : NULL, &w);
 	}
-	if (err && err != -ENOSPC)
-		return err;
+	if (err && err != -ENOSPC) {
+		if (!reset || (w.pos == start && !o->n))
+			return err;
+		/*
+		 * Pages up to w.pos are reported and reset, and must reach
+		 * the caller: end the walk there, as if the vector were full.
+		 */
+		o->full = true;
+		o->walk_end = w.pos;
+	}
 	if (!reset)
 		return err;
 	done = o->full ? o->walk_end : end;
-	err = sd_known_update(sd, start, done);
-	return err ? err : (o->full ? -ENOSPC : 0);
+	sd_known_update(sd, start, done);
+	/* best effort: failing, THP precision suffers, never a write */
+	if (sd_rset_remove(&p->huge, start, done))
+		sd_rset_clear(&p->huge);
+	for (i = 0; i < p->census.n; i++)
+		(void)!sd_rset_add(&p->huge, p->census.v[i].start,
+				   MIN(p->census.v[i].end, done));
+	return o->full ? -ENOSPC : 0;
 }
 
 /* The kernel's answer to UFFDIO_API, asked once. */
@@ -471,6 +573,7 @@ static void uffd_close(struct softdirty *sd)
 	sd_rset_free(&p->mine);
 	sd_rset_free(&p->bad);
 	sd_rset_free(&p->huge);
+	sd_rset_free(&p->census);
 	sd_rset_free(&p->unreg);
 	free(p);
 	sd->priv = NULL;
