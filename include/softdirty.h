@@ -168,6 +168,13 @@ enum {
 	SOFTDIRTY_CAP_EXACT         = 1 << 3,
 	/* it reports changed contents, not writes (same bytes: not seen) */
 	SOFTDIRTY_CAP_CONTENTS      = 1 << 4,
+	/*
+	 * it reports pages of a region shrunk and grown back in place by
+	 * mremap since the reset (fresh zero pages at known addresses); the
+	 * kernel's own soft-dirty does not: its VM_SOFTDIRTY rule covers new
+	 * mappings, brk growth and moves, not in-place mremap growth
+	 */
+	SOFTDIRTY_CAP_REGROWN       = 1 << 5,
 };
 
 enum {

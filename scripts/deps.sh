@@ -2,7 +2,7 @@
 # Install what building and testing softdirty needs on Debian 12, as root.
 # Idempotent: does nothing (and needs no network) when all is present.
 set -e
-PKGS="gcc make clang libclang-rt-14-dev libc6-dev libxxhash-dev \
+PKGS="gcc make clang libclang-rt-14-dev libc6-dev libxxhash-dev pkg-config binutils man-db groff-base \
 	qemu-system-x86 busybox-static cpio xz-utils linux-source-6.1"
 missing=""
 for p in $PKGS; do

@@ -131,6 +131,7 @@ struct softdirty {
 	 * mapped now but not here lies in a created, grown or moved region.
 	 */
 	struct sd_rset known;
+	uint64_t *pm;		/* softdirty_pagemap()'s kernel-written chunk */
 	void *priv;		/* backend state */
 };
 
@@ -147,6 +148,30 @@ MUST_CHECK int sd_refresh_maps(struct softdirty *sd);
  * emptied, which makes later collects report more as new, never less.
  */
 void sd_known_update(struct softdirty *sd, uint64_t start, uint64_t end);
+
+/*
+ * The kernel's own view of a signal action.  glibc's sigaction() adds
+ * SA_RESTORER to whatever it installs, so restoring an untouched default
+ * through it would not leave the process exactly as it was; saving and
+ * restoring this raw form does.
+ */
+struct sd_ksigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	unsigned long mask;	/* the kernel's sigset_t: 64 signals */
+};
+MUST_CHECK int sd_ksigaction_get(int sig, struct sd_ksigaction *ka);
+MUST_CHECK int sd_ksigaction_set(int sig, const struct sd_ksigaction *ka);
+
+/*
+ * Buffers the kernel writes into (reads of /proc files, ioctl output):
+ * zeroed, page-granular, never protected by the mprotect backend.
+ */
+void *sd_kmem_alloc(size_t len);
+void sd_kmem_free(void *p, size_t len);
+/* The ranges of all such buffers now (for the mprotect backend). */
+MUST_CHECK int sd_kmem_ranges(struct sd_rset *out);
 
 /* Lowest-level helpers. */
 /* pread until @len bytes or end of file: bytes read, or -errno */

@@ -276,14 +276,15 @@ static int kernel_open(struct softdirty *sd)
 
 	if (!sd->self)
 		return -EOPNOTSUPP;
-	p = calloc(1, sizeof(*p));
+	/* the kernel writes the pagemap chunk and scan vector inside it */
+	p = sd_kmem_alloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)sd->pid);
 	p->clear_fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (p->clear_fd < 0) {
 		err = -errno;
-		free(p);
+		sd_kmem_free(p, sizeof(*p));
 		return err;
 	}
 	p->scan = scan_works(sd->pagemap_fd);
@@ -294,7 +295,7 @@ static int kernel_open(struct softdirty *sd)
 	err = sd_stopworld_get();
 	if (err) {
 		close(p->clear_fd);
-		free(p);
+		sd_kmem_free(p, sizeof(*p));
 		return err;
 	}
 	p->world = true;
@@ -314,7 +315,7 @@ static void kernel_close(struct softdirty *sd)
 	sd_rset_free(&p->carry);
 	sd_rset_free(&p->dirty);
 	free(p->runs);
-	free(p);
+	sd_kmem_free(p, sizeof(*p));
 	sd->priv = NULL;
 }
 

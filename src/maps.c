@@ -50,7 +50,7 @@ int sd_gettid(void)
 void sd_maps_free(struct sd_maps *m)
 {
 	free(m->v);
-	free(m->buf);
+	sd_kmem_free(m->buf, m->buf_cap);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -59,7 +59,7 @@ static int read_all(struct sd_maps *m, int fd, size_t *len)
 	size_t n = 0;
 
 	if (!m->buf_cap) {
-		m->buf = malloc(65536);
+		m->buf = sd_kmem_alloc(65536);
 		if (!m->buf)
 			return -ENOMEM;
 		m->buf_cap = 65536;
@@ -70,10 +70,12 @@ static int read_all(struct sd_maps *m, int fd, size_t *len)
 		ssize_t r;
 
 		if (m->buf_cap - n < 4096) {
-			char *b = realloc(m->buf, m->buf_cap * 2);
+			char *b = sd_kmem_alloc(m->buf_cap * 2);
 
 			if (!b)
 				return -ENOMEM;
+			memcpy(b, m->buf, n);
+			sd_kmem_free(m->buf, m->buf_cap);
 			m->buf = b;
 			m->buf_cap *= 2;
 		}

@@ -10,6 +10,9 @@
 
 #include "internal.h"
 
+/* pagemap entries per read in softdirty_pagemap() */
+#define PM_CHUNK 8192
+
 static const struct sd_backend *const backends[SOFTDIRTY_BACKEND_COUNT] = {
 	[SOFTDIRTY_BACKEND_KERNEL] = &sd_backend_kernel,
 	[SOFTDIRTY_BACKEND_UFFD] = &sd_backend_uffd,
@@ -207,6 +210,7 @@ static void tracker_free(struct softdirty *sd)
 		close(sd->pagemap_fd);
 	sd_maps_free(&sd->maps);
 	sd_rset_free(&sd->known);
+	sd_kmem_free(sd->pm, PM_CHUNK * 8);
 	pthread_mutex_destroy(&sd->lock);
 	free(sd);
 }
@@ -384,18 +388,40 @@ long softdirty_pagemap(struct softdirty *sd, uint64_t addr, uint64_t *buf,
 {
 	struct softdirty_range vec[256];
 	uint64_t start = PAGE_DOWN(addr), end, cur;
+	size_t i, done = 0;
 	ssize_t got;
-	size_t i;
 
 	if (!sd || (!buf && n))
 		return -EINVAL;
 	if (start >= SD_ADDR_MAX || !n)
 		return 0;
 	n = MIN(n, (SD_ADDR_MAX - start) / PAGE_SZ);
-	got = sd_pread_full(sd->pagemap_fd, buf, n * 8, (off_t)(start / PAGE_SZ * 8));
-	if (got < 0)
-		return got;
-	n = (size_t)got / 8;
+	/*
+	 * Through our own buffer, not the caller's: a kernel-mode write into
+	 * memory the mprotect backend protects would fail with EFAULT.
+	 */
+	pthread_mutex_lock(&sd->lock);
+	if (!sd->pm)
+		sd->pm = sd_kmem_alloc(PM_CHUNK * 8);
+	pthread_mutex_unlock(&sd->lock);
+	if (!sd->pm)
+		return -ENOMEM;
+	while (done < n) {
+		size_t k = MIN(n - done, (size_t)PM_CHUNK);
+
+		pthread_mutex_lock(&sd->lock);
+		got = sd_pread_full(sd->pagemap_fd, sd->pm, k * 8,
+				    (off_t)((start / PAGE_SZ + done) * 8));
+		if (got > 0)
+			memcpy(buf + done, sd->pm, (size_t)got & ~7UL);
+		pthread_mutex_unlock(&sd->lock);
+		if (got < 0)
+			return got;
+		done += (size_t)got / 8;
+		if ((size_t)got < k * 8)
+			break;
+	}
+	n = done;
 	end = start + n * PAGE_SZ;
 	for (i = 0; i < n; i++)
 		buf[i] &= ~SOFTDIRTY_PM_SOFT_DIRTY;

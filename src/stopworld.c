@@ -7,8 +7,8 @@
  * released, as garbage collectors do.  Between stop and resume the caller
  * must not take any lock a paused thread may hold (malloc, stdio).
  */
-#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -22,11 +22,12 @@
 #include "stopworld.h"
 
 #define MAX_TIDS 4096
+#define DENTS_SZ 65536
 
 static _Atomic int sw_active;	/* a stop is in progress */
 static _Atomic int sw_acks;	/* threads parked in the handler */
 static _Atomic int sw_release;	/* futex word: bumped to release them */
-static struct sigaction sw_old;
+static struct sd_ksigaction sw_old;
 static int sw_users;		/* trackers that installed the handler */
 static bool sw_unsafe;		/* a signal may still be pending: keep ours */
 static pthread_mutex_t sw_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -58,6 +59,18 @@ static void sw_handler(int sig, siginfo_t *si, void *uc)
 	errno = saved;
 }
 
+int sd_ksigaction_get(int sig, struct sd_ksigaction *ka)
+{
+	return syscall(SYS_rt_sigaction, sig, NULL, ka, sizeof(ka->mask)) ?
+		-errno : 0;
+}
+
+int sd_ksigaction_set(int sig, const struct sd_ksigaction *ka)
+{
+	return syscall(SYS_rt_sigaction, sig, ka, NULL, sizeof(ka->mask)) ?
+		-errno : 0;
+}
+
 int sd_stopworld_signal(void)
 {
 	return SIGRTMAX - 2;
@@ -74,10 +87,11 @@ int sd_stopworld_get(void)
 		sa.sa_sigaction = sw_handler;
 		sa.sa_flags = SA_SIGINFO | SA_RESTART;
 		sigfillset(&sa.sa_mask);
-		if (sigaction(sd_stopworld_signal(), &sa, &sw_old)) {
+		err = sd_ksigaction_get(sd_stopworld_signal(), &sw_old);
+		if (!err && sigaction(sd_stopworld_signal(), &sa, NULL))
 			err = -errno;
+		if (err)
 			sw_users--;
-		}
 	}
 	pthread_mutex_unlock(&sw_lock);
 	return err;
@@ -87,7 +101,7 @@ void sd_stopworld_put(void)
 {
 	pthread_mutex_lock(&sw_lock);
 	if (!--sw_users && !sw_unsafe)
-		sigaction(sd_stopworld_signal(), &sw_old, NULL);
+		(void)!sd_ksigaction_set(sd_stopworld_signal(), &sw_old);
 	pthread_mutex_unlock(&sw_lock);
 }
 
@@ -103,31 +117,45 @@ static bool seen(const int *tids, int n, int tid)
 
 /*
  * Signal every thread not yet in @tids; returns how many more were
- * signalled (0: the set is complete), or -errno.  No malloc: the
- * directory stream is opened before the world stops.
+ * signalled (0: the set is complete), or -errno.  No malloc and no stdio
+ * while threads are parked: raw getdents64 into a buffer made beforehand.
  */
 static int signal_new(struct sd_world *w, int self)
 {
-	struct dirent *de;
 	int added = 0;
+	long n;
 
-	rewinddir(w->dir);
-	while ((de = readdir(w->dir))) {
-		int tid = atoi(de->d_name);
+	if (lseek(w->dirfd, 0, SEEK_SET) < 0)
+		return -errno;
+	while ((n = syscall(SYS_getdents64, w->dirfd, w->dents, DENTS_SZ)) > 0) {
+		long off = 0;
 
-		if (tid <= 0 || tid == self || seen(w->tids, w->n, tid))
-			continue;
-		if (w->n == MAX_TIDS)
-			return -E2BIG;
-		if (syscall(SYS_tgkill, getpid(), tid, sd_stopworld_signal())) {
-			if (errno == ESRCH)
-				continue;	/* exited meanwhile */
-			return -errno;
+		while (off < n) {
+			struct {
+				uint64_t ino;
+				int64_t off;
+				unsigned short reclen;
+				unsigned char type;
+				char name[];
+			} *de = (void *)(w->dents + off);
+			int tid = atoi(de->name);
+
+			off += de->reclen;
+			if (tid <= 0 || tid == self || seen(w->tids, w->n, tid))
+				continue;
+			if (w->n == MAX_TIDS)
+				return -E2BIG;
+			if (syscall(SYS_tgkill, getpid(), tid,
+				    sd_stopworld_signal())) {
+				if (errno == ESRCH)
+					continue;	/* exited meanwhile */
+				return -errno;
+			}
+			w->tids[w->n++] = tid;
+			added++;
 		}
-		w->tids[w->n++] = tid;
-		added++;
 	}
-	return added;
+	return n < 0 ? -errno : added;
 }
 
 int sd_world_stop(struct sd_world *w)
@@ -136,10 +164,12 @@ int sd_world_stop(struct sd_world *w)
 	int self = sd_gettid(), r;
 
 	memset(w, 0, sizeof(*w));
+	w->dirfd = -1;
 	w->tids = malloc(MAX_TIDS * sizeof(int));
-	w->dir = opendir("/proc/self/task");
-	if (!w->tids || !w->dir) {
-		r = w->tids ? -errno : -ENOMEM;
+	w->dents = sd_kmem_alloc(DENTS_SZ);
+	w->dirfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!w->tids || !w->dents || w->dirfd < 0) {
+		r = w->dirfd < 0 ? -errno : -ENOMEM;
 		goto fail;
 	}
 	/* set before any signal goes out, cleared by sd_world_resume() */
@@ -176,8 +206,9 @@ void sd_world_resume(struct sd_world *w)
 	atomic_store(&sw_active, 0);
 	atomic_fetch_add(&sw_release, 1);
 	futex_wake(&sw_release);
-	if (w->dir)
-		closedir(w->dir);
+	if (w->dirfd >= 0)
+		close(w->dirfd);
+	sd_kmem_free(w->dents, DENTS_SZ);
 	free(w->tids);
 	memset(w, 0, sizeof(*w));
 }

@@ -2,13 +2,13 @@
 #ifndef SOFTDIRTY_STOPWORLD_H
 #define SOFTDIRTY_STOPWORLD_H
 
-#include <dirent.h>
 #include <stdbool.h>
 
 #include "internal.h"
 
 struct sd_world {
-	DIR *dir;
+	int dirfd;		/* /proc/self/task */
+	char *dents;		/* getdents64 buffer (kernel-written) */
 	int *tids;
 	int n;
 	bool stopped;

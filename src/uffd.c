@@ -529,12 +529,13 @@ static int uffd_open(struct softdirty *sd)
 	pthread_once(&features_once, features_init);
 	if (features_err)
 		return features_err;
-	p = calloc(1, sizeof(*p));
+	/* the kernel writes the scan vector inside it */
+	p = sd_kmem_alloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	fd = uffd_open_fd(features_supported);
 	if (fd < 0) {
-		free(p);
+		sd_kmem_free(p, sizeof(*p));
 		return fd;
 	}
 	p->fd = fd;
@@ -575,7 +576,7 @@ static void uffd_close(struct softdirty *sd)
 	sd_rset_free(&p->huge);
 	sd_rset_free(&p->census);
 	sd_rset_free(&p->unreg);
-	free(p);
+	sd_kmem_free(p, sizeof(*p));
 	sd->priv = NULL;
 }
 
@@ -641,7 +642,7 @@ static void uffd_probe(struct softdirty_probe_result *r)
 		goto out;
 	}
 	m[PAGE_SZ] = 2;
-	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, false);
+	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, true);
 	n = pm_scan(pm, &a);
 	if (n != 1 || vec[0].start != (uintptr_t)m + PAGE_SZ ||
 	    vec[0].end != (uintptr_t)m + 2 * PAGE_SZ) {
@@ -650,8 +651,18 @@ static void uffd_probe(struct softdirty_probe_result *r)
 			 n);
 		goto out;
 	}
+	/*
+	 * Recent kernels' fast path reports (and re-arms) empty PTEs in
+	 * armed page tables: pages zapped, or unmapped and mapped again in
+	 * place, since the reset.  Older ones may not: test it.
+	 */
+	madvise(m + 2 * PAGE_SZ, PAGE_SZ, MADV_DONTNEED);
+	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, false);
+	n = pm_scan(pm, &a);
 	r->status = 0;
 	r->caps = sd_backend_uffd.caps;
+	if (n == 1 && vec[0].start == (uintptr_t)m + 2 * PAGE_SZ)
+		r->caps |= SOFTDIRTY_CAP_REGROWN;
 	snprintf(r->reason, sizeof(r->reason),
 		 "does not see writes made through another process's mapping of shared memory, nor DMA");
 out:

@@ -50,6 +50,21 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 run_host asan CC=clang SAN=1 CFLAGS="-O1 -g"
 
+# What users touch besides the API: install, pkg-config, man pages.
+step() {	# name command...
+	local name=$1; shift
+	if "$@" >"$BUILD/$name.log" 2>&1; then
+		summary+=("$name: 1 passed, 0 failed"); total_p=$((total_p + 1))
+	else
+		cat "$BUILD/$name.log"
+		summary+=("$name: 0 passed, 1 failed (see $BUILD/$name.log)")
+		total_f=$((total_f + 1))
+	fi
+}
+echo "=== install, pkg-config, man pages"
+step install sh test/install-check.sh "$BUILD/install"
+step man sh man/check.sh
+
 if [ $host_only = 0 ]; then
 	log=$BUILD/kernels.log
 	echo "=== qemu: the same tests inside Debian's soft-dirty kernels"

@@ -9,7 +9,7 @@
 #include "softdirty.h"
 
 static const char *const cap_names[] = {
-	"self", "remote", "kernel-writes", "exact", "contents",
+	"self", "remote", "kernel-writes", "exact", "contents", "regrown",
 };
 
 static void json_str(const char *s)
