@@ -42,14 +42,18 @@ struct uffd_priv {
 	/* ranges whose VMA refused registration (EBUSY: another uffd) */
 	struct sd_rset bad;
 	/*
-	 * 2 MiB blocks mapped by a huge PMD when last reset: the first write
+	 * 2 MiB blocks armed while mapped by a huge PMD: the first write
 	 * after a reset splits the PMD under uffd-wp, where the kernel's
 	 * soft-dirty bit is per PMD and reports all 512 pages; so do we.
+	 * A THP is armed huge either when its region is first armed or when
+	 * a reset re-arms a block that was written whole (a THP fault), so
+	 * only those are looked at: a census of every PMD at every reset
+	 * would walk every PTE.
 	 */
 	struct sd_rset huge;
-	struct sd_rset census;	/* scratch: huge blocks now */
 	struct sd_rset unreg;	/* scratch: unregistered ranges now */
 	struct page_region vec[SCAN_VEC];
+	struct page_region cvec[64];	/* the census's own */
 };
 
 static int sys_userfaultfd(int flags)
@@ -222,98 +226,69 @@ struct walk {
 	bool reset;
 };
 
-static bool was_huge(const struct walk *w, uint64_t block)
-{
-	return sd_rset_contains(&w->p->huge, block) ||
-	       (w->reset && sd_rset_contains(&w->p->census, block));
-}
-
 /* Report [a, b) as written, widened to the huge pages it touches. */
 static int emit_written(struct walk *w, uint64_t a, uint64_t b)
 {
+	struct uffd_priv *p = w->p;
 	struct sd_out *o = w->o;
 	uint64_t ha = a & ~(HUGE_SZ - 1), hb = (b - 1) & ~(HUGE_SZ - 1);
 	uint64_t lo = a, hi = b;
+	bool wa = sd_rset_contains(&p->huge, ha);
+	bool wb = sd_rset_contains(&p->huge, hb);
+	int err;
 
-	if (was_huge(w, ha))
+	if (wa)
 		lo = MAX(ha, MAX(w->vma->start, w->start));
-	if (was_huge(w, hb))
+	if (wb)
 		hi = MIN(hb + HUGE_SZ, MIN(w->vma->end, w->end));
 	/* never go back over what was already reported */
 	if (o->n && o->vec[o->n - 1].end > lo)
 		lo = o->vec[o->n - 1].end;
 	if (lo >= hi)
 		return 0;
-	return sd_out_add(o, lo, hi, SOFTDIRTY_RANGE_WRITTEN);
+	err = sd_out_add(o, lo, hi, SOFTDIRTY_RANGE_WRITTEN);
+	/*
+	 * Split by that write: from now on per page, as the kernel's bits
+	 * are once the PMD is split.  Best effort: failing, the block is
+	 * reported whole again, a superset; the pages are already reset.
+	 */
+	if (!err && w->reset && (wa || wb))
+		(void)!sd_rset_remove(&p->huge, ha, hb + HUGE_SZ);
+	return err;
 }
 
-/* Is any THP mapped in the system?  If not, there is nothing to census. */
-static bool thp_in_use(void)
+/* Add the 2 MiB blocks of [a, b) mapped huge right now to p->huge. */
+static int census(struct walk *w, uint64_t a, uint64_t b)
 {
-	static const char *const keys[] = {
-		"AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
-	};
-	char buf[4096], *s;
-	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
-	ssize_t r;
-	size_t i;
-
-	if (fd < 0)
-		return true;
-	r = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (r <= 0)
-		return true;
-	buf[r] = '\0';
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		s = strstr(buf, keys[i]);
-		if (s && strtoul(s + strlen(keys[i]), NULL, 10))
-			return true;
-	}
-	return false;
-}
-
-/* The 2 MiB blocks of [start, end) mapped huge right now, into p->census. */
-static int take_census(struct softdirty *sd, struct uffd_priv *p,
-		       uint64_t start, uint64_t end)
-{
+	struct uffd_priv *p = w->p;
 	struct pm_scan_arg arg;
-	size_t i;
 	long r, k;
 	int err;
 
-	sd_rset_clear(&p->census);
-	if (!thp_in_use())
-		return 0;
-	for (i = 0; i < sd->maps.n; i++) {
-		const struct sd_vma *v = &sd->maps.v[i];
-		uint64_t a = MAX(v->start, start), b = MIN(v->end, end);
-
-		if (b - MIN(a, b) < HUGE_SZ || sd_vma_special(v))
-			continue;
-		while (a < b) {
-			memset(&arg, 0, sizeof(arg));
-			arg.size = sizeof(arg);
-			arg.start = a;
-			arg.end = b;
-			arg.vec = (uintptr_t)p->vec;
-			arg.vec_len = SCAN_VEC;
-			arg.category_mask = PAGE_IS_HUGE;
-			arg.return_mask = PAGE_IS_HUGE;
-			r = pm_scan(sd->pagemap_fd, &arg);
-			if (r < 0)
-				return (int)r;
-			for (k = 0; k < r; k++) {
-				err = sd_rset_add(&p->census,
-					p->vec[k].start & ~(HUGE_SZ - 1),
-					p->vec[k].end);
-				if (err)
-					return err;
-			}
-			if (arg.walk_end <= a)
-				return -EIO;
-			a = arg.walk_end;
+	a = (a + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
+	b &= ~(HUGE_SZ - 1);
+	while (a < b) {
+		memset(&arg, 0, sizeof(arg));
+		arg.size = sizeof(arg);
+		arg.start = a;
+		arg.end = b;
+		arg.vec = (uintptr_t)p->cvec;
+		arg.vec_len = sizeof(p->cvec) / sizeof(p->cvec[0]);
+		arg.category_mask = PAGE_IS_HUGE;
+		arg.return_mask = PAGE_IS_HUGE;
+		r = pm_scan(w->sd->pagemap_fd, &arg);
+		if (r < 0)
+			return (int)r;
+		for (k = 0; k < r; k++) {
+			err = sd_rset_add(&p->huge,
+					  p->cvec[k].start & ~(HUGE_SZ - 1),
+					  p->cvec[k].end);
+			if (err)
+				return err;
 		}
+		if (arg.walk_end <= a)
+			return -EIO;
+		a = arg.walk_end;
 	}
 	return 0;
 }
@@ -322,7 +297,8 @@ static int take_census(struct softdirty *sd, struct uffd_priv *p,
  * Scan [a, b) of a registered VMA for written pages (re-protecting them
  * when resetting) and report them if @report.  The kernel is never given
  * more room than the caller's vector has left, so nothing it resets goes
- * unreported.
+ * unreported.  SCAN_VEC must stay at most 512: with a longer vector, 6.18
+ * returns a stale walk_end after flushing its 512-entry buffer twice.
  */
 static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
 {
@@ -356,6 +332,14 @@ static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
 			if (err)
 				return err;
 		}
+		/*
+		 * A block written whole may be a THP faulted in since the
+		 * reset, now re-armed as one PMD.  Best effort: failing, its
+		 * next write is reported per page (only THP precision).
+		 */
+		for (i = w->reset ? 0 : r; i < r; i++)
+			if (p->vec[i].end - p->vec[i].start >= HUGE_SZ)
+				(void)!census(w, p->vec[i].start, p->vec[i].end);
 		if (arg.walk_end <= a)
 			return -EIO;
 		a = arg.walk_end;
@@ -395,7 +379,9 @@ static int arm(struct walk *w, uint64_t a, uint64_t b)
 				return err;
 		}
 	}
-	return scan_written(w, a, b, false);
+	/* before protecting: a write after it may split what it counts */
+	err = census(w, a, b);
+	return err ? err : scan_written(w, a, b, false);
 }
 
 /* A piece of a VMA that was mapped at its last reset. */
@@ -470,9 +456,6 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	err = sd_refresh_maps(sd);
 	if (!err)
 		err = find_unregistered(sd, p, start, end);
-	/* before re-arming: a write after it may split what it counts */
-	if (!err && reset)
-		err = take_census(sd, p, start, end);
 	if (err)
 		return err;
 	for (i = 0; !err && i < sd->maps.n; i++) {
@@ -500,12 +483,6 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 		return err;
 	done = o->full ? o->walk_end : end;
 	sd_known_update(sd, start, done);
-	/* best effort: failing, THP precision suffers, never a write */
-	if (sd_rset_remove(&p->huge, start, done))
-		sd_rset_clear(&p->huge);
-	for (i = 0; i < p->census.n; i++)
-		(void)!sd_rset_add(&p->huge, p->census.v[i].start,
-				   MIN(p->census.v[i].end, done));
 	return o->full ? -ENOSPC : 0;
 }
 
@@ -574,7 +551,6 @@ static void uffd_close(struct softdirty *sd)
 	sd_rset_free(&p->mine);
 	sd_rset_free(&p->bad);
 	sd_rset_free(&p->huge);
-	sd_rset_free(&p->census);
 	sd_rset_free(&p->unreg);
 	sd_kmem_free(p, sizeof(*p));
 	sd->priv = NULL;
