@@ -10,6 +10,7 @@ logdir=${SOFTDIRTY_TEST_LOGS:-$dir/../test-logs}
 mkdir -p "$logdir"
 pass=0 fail=0 skip=0
 failed_names=""
+todo_names=""
 for t in "$dir"/*; do
 	[ -f "$t" ] && [ -x "$t" ] || continue
 	name=${t##*/}
@@ -22,6 +23,9 @@ for t in "$dir"/*; do
 	p=$(grep -c '^ok ' "$log" | head -n1)
 	s=$(grep -c '^ok .*# *[Ss][Kk][Ii][Pp]' "$log" | head -n1)
 	f=$(grep -c '^not ok ' "$log" | head -n1)
+	# "not ok ... # TODO": a known defect, listed, not counted as failed
+	todo=$(grep -c '^not ok .*# *TODO' "$log" | head -n1)
+	f=$((f - todo))
 	p=$((p - s))
 	status=ok
 	if [ $rc -eq 77 ] && [ $f -eq 0 ]; then
@@ -43,8 +47,13 @@ for t in "$dir"/*; do
 		grep -E '^not ok|^# ' "$log" | head -n 40 | sed 's/^/    /'
 		[ $rc -ne 0 ] && tail -n 5 "$log" | sed 's/^/    | /'
 	fi
-	pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s))
+	if [ "$todo" -gt 0 ]; then
+		grep '^not ok .*# *TODO' "$log" | sed 's/^/    known defect: /'
+		todo_names="$todo_names $name"
+	fi
+	pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s + todo))
 done
+[ -n "$todo_names" ] && echo "known defects (TODO, counted as skipped):$todo_names"
 [ -n "$failed_names" ] && echo "failed:$failed_names (logs in $logdir)"
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]
