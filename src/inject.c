@@ -1,0 +1,972 @@
+// SPDX-License-Identifier: MIT
+/*
+ * System call injection under ptrace (see inject.h).
+ *
+ * Every thread is seized (PTRACE_SEIZE, no PTRACE_O_EXITKILL: when we die
+ * the kernel detaches and the target runs on) and interrupted.  The chosen
+ * thread sits in a PTRACE_EVENT_STOP, i.e. inside get_signal() on its way
+ * back to user mode, with the registers user mode will see.  An injection
+ * points rip at a `syscall` instruction of the target (the vDSO has one),
+ * runs to the syscall-exit stop, reads rax, puts the saved registers back
+ * at once, and returns to an EVENT_STOP (PTRACE_INTERRUPT + PTRACE_CONT:
+ * the trap is taken before the return to user mode).
+ *
+ * Restart: the saved registers are restored in a stop inside get_signal(),
+ * so when the thread leaves it arch_do_signal_or_restart() applies the
+ * kernel's own restart logic to them (-ERESTARTSYS, -ERESTARTNOINTR,
+ * -ERESTARTNOHAND: rax = orig_rax, rip -= 2; -ERESTART_RESTARTBLOCK:
+ * rax = __NR_restart_syscall, rip -= 2; or the signal-handler variants):
+ * a thread interrupted in read(), nanosleep() or futex() resumes as if
+ * nothing happened, restart_block included, and nothing here duplicates
+ * that logic.  Injected calls run with orig_rax = -1 so that it never
+ * touches their registers.  epoll_wait() fails with a plain -EINTR when
+ * merely interrupted; see regs_eintr_restart().
+ *
+ * Signals: a thread may report a signal-delivery-stop instead of the
+ * interrupt.  Other threads are simply left in that stop and detached with
+ * the signal (delivered with its own siginfo).  For the chosen thread the
+ * signal is taken (saved with its siginfo) so that the injection can run;
+ * at detach a carrier (the same signal, tgkill) produces a new
+ * signal-delivery-stop in which the saved siginfo is put back, so the
+ * handler sees the original siginfo and SA_RESTART decides the restart,
+ * exactly as if the signal had interrupted the thread.
+ *
+ * Seccomp: a filter could kill the target for an injected call; it is
+ * suspended while attached (PTRACE_O_SUSPEND_SECCOMP, CAP_SYS_ADMIN) or
+ * injection is refused.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inject.h"
+#include "uapi.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef NT_PRSTATUS
+#define NT_PRSTATUS 1
+#endif
+
+#define MAX_SAVED_SIGS	16
+#define SEIZE_OPTS	(PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC)
+/* linux/ptrace.h's value; glibc's headers may lack it */
+#define OPT_SUSPEND_SECCOMP	(1 << 21)
+/* How much of the executable mappings to search when there is no vDSO. */
+#define SCAN_LIMIT	(16u << 20)
+
+/*
+ * ---------- architecture ----------
+ * Each provides sd_regs (the NT_PRSTATUS regset), syscall_insn and the
+ * regs_*() helpers.  arm64 would use struct user_pt_regs, `svc #0`
+ * (01 00 00 d4), x8 = nr, x0-x5 = args, NT_ARM_SYSTEM_CALL to set or
+ * cancel the syscall number at the entry stop, and its own restart
+ * handling (orig_x0 is not visible to ptrace: save x0 at the stop).
+ */
+
+#if defined(__x86_64__)
+#include <sys/user.h>
+#define SD_INJECT_ARCH 1
+typedef struct user_regs_struct sd_regs;
+
+static const uint8_t syscall_insn[] = { 0x0f, 0x05 };
+
+static void regs_setup(sd_regs *r, uint64_t pc, long nr, const long a[6])
+{
+	r->rip = pc;
+	r->rax = (uint64_t)nr;
+	/* not a syscall: the restart logic must leave these registers alone */
+	r->orig_rax = (uint64_t)-1;
+	r->rdi = (uint64_t)a[0];
+	r->rsi = (uint64_t)a[1];
+	r->rdx = (uint64_t)a[2];
+	r->r10 = (uint64_t)a[3];
+	r->r8 = (uint64_t)a[4];
+	r->r9 = (uint64_t)a[5];
+}
+
+static long regs_ret(const sd_regs *r)
+{
+	return (long)r->rax;
+}
+
+/*
+ * epoll_wait() fails with -EINTR (no restart code) when merely
+ * interrupted by ptrace.  An infinite wait without a signal mask is
+ * restarted instead: indistinguishable from a signal arriving just before
+ * the call, unlike a spurious EINTR.
+ */
+static bool regs_eintr_restart(sd_regs *r)
+{
+	bool restart = false;
+
+	if ((long)r->rax != -EINTR)
+		return false;
+	switch ((long)r->orig_rax) {
+	case SYS_epoll_wait:
+		restart = (int)r->r10 < 0;
+		break;
+	case SYS_epoll_pwait:
+		restart = (int)r->r10 < 0 && !r->r8;
+		break;
+#ifdef SYS_epoll_pwait2
+	case SYS_epoll_pwait2:
+		restart = !r->r10 && !r->r8;
+		break;
+#endif
+	}
+	if (!restart)
+		return false;
+	r->rax = r->orig_rax;
+	r->rip -= sizeof(syscall_insn);
+	return true;
+}
+
+/* At a syscall-entry stop: make the kernel skip the call. */
+static void regs_skip_syscall(sd_regs *r)
+{
+	r->orig_rax = (uint64_t)-1;
+}
+
+/* At the syscall-entry stop: did it enter our call, from our insn? */
+static bool regs_entered(const sd_regs *r, uint64_t pc, long nr)
+{
+	return r->orig_rax == (uint64_t)nr &&
+	       r->rip == pc + sizeof(syscall_insn);
+}
+#endif
+
+#ifdef SD_INJECT_ARCH
+
+enum thr_state {
+	T_RUNNING,	/* seized, interrupt requested, no stop seen yet */
+	T_EVENT,	/* PTRACE_EVENT_STOP (interrupt or group stop) */
+	T_SIGNAL,	/* signal-delivery-stop for stop_sig */
+	T_SYSCALL,	/* syscall-entry/exit stop (chosen thread only) */
+	T_GONE,		/* exited */
+};
+
+struct saved_sig {
+	int signo;
+	siginfo_t info;
+};
+
+struct thr {
+	pid_t tid;
+	enum thr_state state;
+	int stop_sig;
+};
+
+struct sd_inject {
+	pid_t pid;
+	struct thr *t;
+	size_t n, cap;
+	size_t chosen;
+	bool have_chosen;
+	sd_regs saved;		/* the chosen thread's registers at the stop */
+	bool regs_saved;
+	uint64_t insn;		/* address of a syscall instruction, 0: unknown */
+	struct saved_sig sigs[MAX_SAVED_SIGS];
+	size_t nsigs;
+	size_t lost_sigs;	/* saved list full: merged away (documented) */
+	bool seccomp_blocked;	/* filtered and we cannot suspend it */
+};
+
+static int get_regs(pid_t tid, sd_regs *r)
+{
+	struct iovec iov = { .iov_base = r, .iov_len = sizeof(*r) };
+
+	if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_PRSTATUS, &iov))
+		return -errno;
+	return iov.iov_len == sizeof(*r) ? 0 : -EIO;
+}
+
+static int set_regs(pid_t tid, const sd_regs *r)
+{
+	struct iovec iov = { .iov_base = (void *)r, .iov_len = sizeof(*r) };
+
+	if (ptrace(PTRACE_SETREGSET, tid, (void *)NT_PRSTATUS, &iov))
+		return -errno;
+	return 0;
+}
+
+/* The "Seccomp:" mode of @tid: 0 none, 1 strict, 2 filter; -1 unknown. */
+static int thread_seccomp(pid_t pid, pid_t tid)
+{
+	char path[64], line[128];
+	int mode = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Seccomp: %d", &mode) == 1)
+			break;
+	fclose(f);
+	return mode;
+}
+
+/* Has @tid exited (gone, or a zombie waiting for the group)? */
+static bool thread_dead(pid_t pid, pid_t tid)
+{
+	char path[64], line[128], st = 'X';
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		return true;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "State: %c", &st) == 1)
+			break;
+	fclose(f);
+	return st == 'Z' || st == 'X';
+}
+
+/* EPERM from PTRACE_SEIZE: someone else's tracee, or not allowed? */
+static int seize_error(pid_t pid, pid_t tid)
+{
+	char path[64], line[128];
+	FILE *f;
+	int err = -EPERM;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		goto out;
+	while (fgets(line, sizeof(line), f)) {
+		long tracer;
+
+		if (sscanf(line, "TracerPid: %ld", &tracer) == 1) {
+			if (tracer != 0)
+				err = -EBUSY;
+			break;
+		}
+	}
+	fclose(f);
+out:
+	return err;
+}
+
+/* The pending (own, shared) and blocked masks of @tid; false if unknown. */
+static bool sig_masks(pid_t pid, pid_t tid, unsigned long long m[3])
+{
+	static const char *const key[3] = { "SigPnd:", "ShdPnd:", "SigBlk:" };
+	char path[64], line[128];
+	int i, found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		for (i = 0; i < 3; i++) {
+			size_t n = strlen(key[i]);
+
+			if (!strncmp(line, key[i], n) &&
+			    sscanf(line + n, "%llx", &m[i]) == 1)
+				found |= 1 << i;
+		}
+	}
+	fclose(f);
+	return found == 7;
+}
+
+/* Does @tid have an unblocked signal pending (its own or the process's)? */
+static bool signal_pending(pid_t pid, pid_t tid)
+{
+	unsigned long long m[3];
+
+	if (!sig_masks(pid, tid, m))
+		return true;	/* unknown: assume the worst */
+	return ((m[0] | m[1]) & ~m[2]) != 0;
+}
+
+static bool signal_blocked(pid_t pid, pid_t tid, int sig)
+{
+	unsigned long long m[3];
+
+	if (!sig_masks(pid, tid, m))
+		return true;
+	return (m[2] >> (sig - 1)) & 1;
+}
+
+/* Undo a ptrace-caused EINTR in a thread stopped in get_signal(). */
+static void fix_eintr(struct sd_inject *in, pid_t tid, sd_regs *r)
+{
+	if (signal_pending(in->pid, tid))
+		return;
+	(void)regs_eintr_restart(r);
+}
+
+static struct thr *thr_find(struct sd_inject *in, pid_t tid)
+{
+	size_t i;
+
+	for (i = 0; i < in->n; i++)
+		if (in->t[i].tid == tid)
+			return &in->t[i];
+	return NULL;
+}
+
+static int thr_reserve(struct sd_inject *in)
+{
+	if (in->n == in->cap) {
+		size_t cap = in->cap ? in->cap * 2 : 8;
+		struct thr *t = realloc(in->t, cap * sizeof(*t));
+
+		if (!t)
+			return -ENOMEM;
+		in->t = t;
+		in->cap = cap;
+	}
+	return 0;
+}
+
+/*
+ * Wait for the next stop (or exit) of @th and record what it is.
+ * Returns 0, or -ESRCH when the thread is gone.
+ */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* As thr_wait(), giving up after @timeout_ms (< 0: never): -ETIMEDOUT. */
+static int thr_wait_ms(struct thr *th, int timeout_ms)
+{
+	int64_t end = now_ms() + timeout_ms;
+	int st, ev;
+	pid_t r;
+
+	for (;;) {
+		r = waitpid(th->tid, &st,
+			    __WALL | (timeout_ms >= 0 ? WNOHANG : 0));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r != 0)
+			break;
+		if (now_ms() >= end)
+			return -ETIMEDOUT;
+		usleep(500);
+	}
+	if (r < 0) {
+		th->state = T_GONE;
+		return errno == ECHILD ? -ESRCH : -errno;
+	}
+	if (WIFEXITED(st) || WIFSIGNALED(st)) {
+		th->state = T_GONE;
+		return -ESRCH;
+	}
+	if (!WIFSTOPPED(st))
+		return -EPROTO;
+	ev = st >> 16;
+	th->stop_sig = 0;
+	if (ev == PTRACE_EVENT_STOP || ev == PTRACE_EVENT_EXEC)
+		th->state = T_EVENT;
+	else if (ev == 0 && WSTOPSIG(st) == (SIGTRAP | 0x80))
+		th->state = T_SYSCALL;
+	else if (ev == 0) {
+		th->state = T_SIGNAL;
+		th->stop_sig = WSTOPSIG(st);
+	} else {
+		/* no other event is enabled */
+		th->state = T_EVENT;
+	}
+	return 0;
+}
+
+static int thr_wait(struct thr *th)
+{
+	return thr_wait_ms(th, -1);
+}
+
+/* Take the chosen thread's pending delivery-stop signal for later. */
+static int save_signal(struct sd_inject *in, struct thr *th)
+{
+	struct saved_sig *s;
+
+	if (in->nsigs == MAX_SAVED_SIGS) {
+		in->lost_sigs++;
+		goto out;
+	}
+	s = &in->sigs[in->nsigs];
+	memset(s, 0, sizeof(*s));
+	s->signo = th->stop_sig;
+	if (ptrace(PTRACE_GETSIGINFO, th->tid, NULL, &s->info))
+		return -errno;
+	in->nsigs++;
+out:
+	th->stop_sig = 0;
+	return 0;
+}
+
+/*
+ * Resume the chosen thread (@req, no signal) and wait until it reaches a
+ * stop of kind @want, saving the signals it meets on the way.
+ */
+static int chosen_run_to(struct sd_inject *in, enum __ptrace_request req,
+			 enum thr_state want)
+{
+	struct thr *th = &in->t[in->chosen];
+	int err;
+
+	for (;;) {
+		if (ptrace(req, th->tid, NULL, NULL))
+			return -errno;
+		err = thr_wait(th);
+		if (err)
+			return err;
+		if (th->state == want)
+			return 0;
+		if (th->state == T_SIGNAL) {
+			err = save_signal(in, th);
+			if (err)
+				return err;
+			continue;
+		}
+		/* an EVENT_STOP while running to a syscall stop: go on */
+		if (th->state == T_EVENT || th->state == T_SYSCALL)
+			continue;
+		return -EPROTO;
+	}
+}
+
+/* Bring the chosen thread from a ptrace-stop back to an EVENT_STOP. */
+static int chosen_to_event(struct sd_inject *in)
+{
+	struct thr *th = &in->t[in->chosen];
+
+	if (th->state == T_EVENT)
+		return 0;
+	if (th->state == T_SIGNAL) {
+		int err = save_signal(in, th);
+
+		if (err)
+			return err;
+	}
+	/* the trap is taken in get_signal(), before user mode runs */
+	if (ptrace(PTRACE_INTERRUPT, th->tid, NULL, NULL))
+		return -errno;
+	return chosen_run_to(in, PTRACE_CONT, T_EVENT);
+}
+
+/* Seize and interrupt the threads not seen yet; how many were new. */
+static int seize_new(struct sd_inject *in)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+	int added = 0, err = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", in->pid);
+	d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? -ESRCH : -errno;
+	while ((de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+
+		if (tid <= 0 || thr_find(in, tid))
+			continue;
+		/* room first: a seized thread must always be on the list */
+		err = thr_reserve(in);
+		if (err)
+			goto out;
+		if (ptrace(PTRACE_SEIZE, tid, NULL,
+			   (void *)(long)SEIZE_OPTS)) {
+			int e = errno;
+
+			if (e == ESRCH)
+				continue;	/* exited meanwhile */
+			/* a zombie thread cannot be seized: not an error */
+			if (e == EPERM && thread_dead(in->pid, tid))
+				continue;
+			err = e == EPERM ? seize_error(in->pid, tid) : -e;
+			goto out;
+		}
+		in->t[in->n++] = (struct thr){ .tid = tid, .state = T_RUNNING };
+		if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) &&
+		    errno != ESRCH) {
+			err = -errno;
+			goto out;
+		}
+		added++;
+	}
+out:
+	closedir(d);
+	return err ? err : added;
+}
+
+static void detach_others(struct sd_inject *in)
+{
+	size_t i;
+
+	for (i = 0; i < in->n; i++) {
+		struct thr *th = &in->t[i];
+
+		if (th->state == T_GONE)
+			continue;
+		if (th->state == T_RUNNING) {
+			/* seized but never waited for: must stop to detach */
+			if (thr_wait(th))
+				continue;
+		}
+		if (th->state == T_EVENT) {
+			sd_regs r;
+
+			if (!get_regs(th->tid, &r)) {
+				sd_regs o = r;
+
+				fix_eintr(in, th->tid, &r);
+				if (memcmp(&o, &r, sizeof(r)))
+					(void)set_regs(th->tid, &r);
+			}
+		}
+		/* a delivery-stop hands its signal on, with its siginfo */
+		ptrace(PTRACE_DETACH, th->tid, NULL,
+		       (void *)(long)(th->state == T_SIGNAL ? th->stop_sig
+							     : 0));
+		th->state = T_GONE;
+	}
+}
+
+/*
+ * Detach the chosen thread: registers back, then the saved signals
+ * delivered one by one through carrier delivery-stops.
+ */
+/* A synchronous fault: re-raised when the instruction runs again. */
+static bool is_fault(const struct saved_sig *s)
+{
+	switch (s->signo) {
+	case SIGSEGV:
+	case SIGBUS:
+	case SIGILL:
+	case SIGFPE:
+	case SIGTRAP:
+		return s->info.si_code > 0 && s->info.si_code != SI_KERNEL;
+	}
+	return false;
+}
+
+/*
+ * Is this delivery-stop our carrier for @s?  A standard signal merges with
+ * a pending one of the same number (the kernel may always merge those);
+ * an RT one queues behind older instances, which are delivered first.
+ */
+static bool is_carrier(const struct saved_sig *s, int sig, const siginfo_t *si)
+{
+	if (sig != s->signo)
+		return false;
+	return sig < SIGRTMIN ||
+	       (si->si_code == SI_TKILL && si->si_pid == getpid());
+}
+
+/*
+ * Detach the chosen thread: registers back, then the saved signals
+ * delivered one by one through carrier delivery-stops.  Every wait is
+ * bounded: a carrier can get blocked by a handler's sa_mask, then it is
+ * simply left pending (delivered later with a tgkill siginfo).
+ */
+static void detach_chosen(struct sd_inject *in)
+{
+	struct thr *th = &in->t[in->chosen];
+	bool carrier = false;
+	size_t next = 0;
+	int deliver = 0, err;
+
+	if (th->state == T_GONE)
+		return;
+	/* back to a stop inside get_signal() before restoring */
+	if (chosen_to_event(in) ||
+	    (in->regs_saved && set_regs(th->tid, &in->saved)))
+		goto out;
+	while (next < in->nsigs) {
+		const struct saved_sig *s = &in->sigs[next];
+		siginfo_t si;
+
+		if (!carrier) {
+			/*
+			 * Blocked now: a fault (forced on a blocked signal)
+			 * comes back when the instruction re-executes;
+			 * anything else stays pending until unblocked.
+			 */
+			if (signal_blocked(in->pid, th->tid, s->signo)) {
+				if (!is_fault(s))
+					syscall(SYS_tgkill, in->pid, th->tid,
+						s->signo);
+				next++;
+				continue;
+			}
+			if (syscall(SYS_tgkill, in->pid, th->tid, s->signo))
+				break;
+			carrier = true;
+		}
+		if (ptrace(PTRACE_CONT, th->tid, NULL, (void *)(long)deliver))
+			goto out;
+		deliver = 0;
+		err = thr_wait_ms(th, 100);
+		if (err == -ETIMEDOUT) {
+			/* running a handler with the carrier blocked */
+			if (ptrace(PTRACE_INTERRUPT, th->tid, NULL, NULL) ||
+			    thr_wait(th))
+				goto out;
+			if (th->state == T_SIGNAL)
+				deliver = th->stop_sig;
+			break;
+		}
+		if (err)
+			goto out;
+		if (th->state != T_SIGNAL)
+			continue;	/* e.g. a group stop: go on */
+		memset(&si, 0, sizeof(si));
+		if (ptrace(PTRACE_GETSIGINFO, th->tid, NULL, &si))
+			goto out;
+		if (is_carrier(s, th->stop_sig, &si)) {
+			/* put the original siginfo back */
+			if (ptrace(PTRACE_SETSIGINFO, th->tid, NULL, &s->info))
+				goto out;
+			carrier = false;
+			next++;
+		}
+		/* the carrier, or a new signal delivered on the way */
+		deliver = th->stop_sig;
+	}
+	/* left over after a timeout: queued without their siginfo */
+	for (next += carrier; next < in->nsigs; next++)
+		syscall(SYS_tgkill, in->pid, th->tid, in->sigs[next].signo);
+out:
+	/* on error nothing better is possible: at least let it run */
+	ptrace(PTRACE_DETACH, th->tid, NULL, (void *)(long)deliver);
+	th->state = T_GONE;
+}
+
+void sd_inject_detach(struct sd_inject *in)
+{
+	if (!in)
+		return;
+	/* the chosen one first: its round trips are quick while the others
+	 * still hold no CPU */
+	if (in->have_chosen)
+		detach_chosen(in);
+	detach_others(in);
+	free(in->t);
+	free(in);
+}
+
+int sd_inject_attach(struct sd_inject **out, pid_t pid)
+{
+	struct sd_inject *in;
+	bool chosen = false;
+	size_t i;
+	int err;
+
+	*out = NULL;
+	if (pid <= 0)
+		return -EINVAL;
+	if (pid == getpid())
+		return -EPERM;
+	in = calloc(1, sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	in->pid = pid;
+	/*
+	 * Stopped threads cannot clone: once a scan finds no new thread
+	 * after all known ones stopped, the set is complete.
+	 */
+	for (;;) {
+		int added = seize_new(in);
+
+		if (added < 0) {
+			err = added;
+			goto fail;
+		}
+		for (i = 0; i < in->n; i++)
+			if (in->t[i].state == T_RUNNING)
+				(void)thr_wait(&in->t[i]);
+		if (!added)
+			break;
+	}
+	/* prefer a thread in the interrupt stop: its signal stays untouched */
+	for (i = 0; i < in->n && !chosen; i++) {
+		if (in->t[i].state == T_EVENT) {
+			in->chosen = i;
+			chosen = true;
+		}
+	}
+	for (i = 0; i < in->n && !chosen; i++) {
+		if (in->t[i].state == T_SIGNAL) {
+			in->chosen = i;
+			chosen = true;
+		}
+	}
+	if (!chosen) {
+		err = -ESRCH;
+		goto fail;
+	}
+	in->have_chosen = true;
+	err = chosen_to_event(in);
+	if (err)
+		goto fail;
+	err = get_regs(in->t[in->chosen].tid, &in->saved);
+	if (err)
+		goto fail;
+	/* a signal it had taken is delivered at detach: EINTR is right */
+	if (!in->nsigs)
+		fix_eintr(in, in->t[in->chosen].tid, &in->saved);
+	/*
+	 * A seccomp filter may kill the target (or SIGSYS it with our
+	 * registers) for an injected call: suspend it, which needs
+	 * CAP_SYS_ADMIN, or refuse to inject.
+	 */
+	if (thread_seccomp(pid, in->t[in->chosen].tid) != 0 &&
+	    ptrace(PTRACE_SETOPTIONS, in->t[in->chosen].tid, NULL,
+		   (void *)(long)(SEIZE_OPTS | OPT_SUSPEND_SECCOMP)))
+		in->seccomp_blocked = true;
+	in->regs_saved = true;
+	*out = in;
+	return 0;
+fail:
+	sd_inject_detach(in);
+	return err;
+}
+
+/* Find a syscall instruction: the vDSO first, then any executable map. */
+static int find_insn(struct sd_inject *in)
+{
+	char path[64], line[512];
+	uint8_t *buf = NULL;
+	size_t budget = SCAN_LIMIT;
+	int pass, err = -ENOEXEC;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", in->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	buf = malloc(1 << 16);
+	if (!buf) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (pass = 0; pass < 2 && !in->insn; pass++) {
+		rewind(f);
+		while (!in->insn && fgets(line, sizeof(line), f)) {
+			uint64_t start, end, a;
+			char perms[8];
+			bool vdso = strstr(line, "[vdso]") != NULL;
+
+			if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s",
+				   &start, &end, perms) != 3)
+				continue;
+			if (perms[2] != 'x' || vdso != (pass == 0))
+				continue;
+			if (strstr(line, "[vsyscall]"))
+				continue;	/* not readable, emulated */
+			for (a = start; a < end && budget && !in->insn;) {
+				size_t len = MIN(end - a, (uint64_t)(1 << 16));
+				struct iovec l = { buf, len };
+				struct iovec r = { (void *)(uintptr_t)a, len };
+				ssize_t got, k;
+
+				len = MIN(len, budget);
+				l.iov_len = r.iov_len = len;
+				got = process_vm_readv(in->pid, &l, 1, &r, 1, 0);
+				if (got < (ssize_t)sizeof(syscall_insn))
+					break;
+				budget -= (size_t)got;
+				for (k = 0; k + 1 < got; k++) {
+					if (!memcmp(buf + k, syscall_insn,
+						    sizeof(syscall_insn))) {
+						in->insn = a + (uint64_t)k;
+						break;
+					}
+				}
+				/* an instruction across the chunk end is
+				 * missed: fine, there are others */
+				a += (uint64_t)got;
+			}
+		}
+	}
+	if (in->insn)
+		err = 0;
+out:
+	free(buf);
+	fclose(f);
+	return err;
+}
+
+int sd_inject_syscall(struct sd_inject *in, long nr, const long args[6],
+		      long *ret)
+{
+	static const long zero[6];
+	bool entered = false;
+	struct thr *th;
+	sd_regs r;
+	int err, e;
+
+	if (!in || !in->regs_saved)
+		return -EINVAL;
+	th = &in->t[in->chosen];
+	if (th->state == T_GONE)
+		return -ESRCH;
+	if (in->seccomp_blocked)
+		return -EPERM;
+	if (!in->insn) {
+		err = find_insn(in);
+		if (err)
+			return err;
+	}
+	r = in->saved;
+	regs_setup(&r, in->insn, nr, args ? args : zero);
+	err = set_regs(th->tid, &r);
+	if (err)
+		return err;
+	/* the window opens: dying now leaves it with these registers */
+	err = chosen_run_to(in, PTRACE_SYSCALL, T_SYSCALL);
+	if (err)
+		goto out;
+	entered = true;
+	err = get_regs(th->tid, &r);
+	if (err)
+		goto out;
+	if (!regs_entered(&r, in->insn, nr)) {
+		err = -EPROTO;
+		goto out;
+	}
+	err = chosen_run_to(in, PTRACE_SYSCALL, T_SYSCALL);
+	if (err)
+		goto out;
+	entered = false;
+	err = get_regs(th->tid, &r);
+	if (err)
+		goto out;
+	*ret = regs_ret(&r);
+out:
+	if (th->state == T_GONE)
+		return err;
+	/*
+	 * Restore at once, in whatever stop it is.  At the exit stop that
+	 * closes the window: should we die now, the kernel's detach sets
+	 * TIF_SIGPENDING on a traced thread, so the restart logic still runs
+	 * on these.  Still at the entry stop, the call must be cancelled:
+	 * the kernel would run whatever orig_rax says.
+	 */
+	r = in->saved;
+	if (entered)
+		regs_skip_syscall(&r);
+	(void)set_regs(th->tid, &r);
+	/* park the thread where the next call and detach expect it */
+	e = chosen_to_event(in);
+	if (!err)
+		err = e;
+	if (!e)
+		(void)set_regs(th->tid, &in->saved);
+	return err;
+}
+
+#else /* !SD_INJECT_ARCH */
+
+struct sd_inject {
+	int unused;
+};
+
+int sd_inject_attach(struct sd_inject **out, pid_t pid)
+{
+	(void)pid;
+	*out = NULL;
+	return -EOPNOTSUPP;
+}
+
+int sd_inject_syscall(struct sd_inject *in, long nr, const long args[6],
+		      long *ret)
+{
+	(void)in;
+	(void)nr;
+	(void)args;
+	(void)ret;
+	return -EOPNOTSUPP;
+}
+
+void sd_inject_detach(struct sd_inject *in)
+{
+	(void)in;
+}
+
+#endif /* SD_INJECT_ARCH */
+
+static int inject_call(struct sd_inject *in, long nr, long a0, long a1,
+		       long *ret)
+{
+	const long args[6] = { a0, a1 };
+
+	return sd_inject_syscall(in, nr, args, ret);
+}
+
+int sd_inject_userfaultfd(pid_t pid, int flags)
+{
+	struct sd_inject *in = NULL;
+	int pidfd, fd = -1, err;
+	long tfd = -1, r;
+
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return -errno;
+	err = sd_inject_attach(&in, pid);
+	if (err)
+		goto out;
+	err = inject_call(in, SYS_userfaultfd, flags, 0, &tfd);
+	if (err)
+		goto out;
+	/* without CAP_SYS_PTRACE only user-mode-only uffds are allowed */
+	if (tfd == -EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
+		err = inject_call(in, SYS_userfaultfd,
+				  flags | UFFD_USER_MODE_ONLY, 0, &tfd);
+		if (err)
+			goto out;
+	}
+	if (tfd < 0) {
+		err = (int)tfd;
+		goto out;
+	}
+	/* the copy is always close-on-exec */
+	fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
+	if (fd < 0)
+		err = -errno;
+	/* the target must not keep its copy, whatever happened */
+	if (inject_call(in, SYS_close, tfd, 0, &r) == 0 && r == 0)
+		tfd = -1;
+	else if (!err)
+		err = -EIO;
+out:
+	sd_inject_detach(in);
+	close(pidfd);
+	if (err) {
+		if (fd >= 0)
+			close(fd);
+		return err;
+	}
+	return fd;
+}
