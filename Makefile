@@ -33,8 +33,14 @@ LIB_HDRS := $(wildcard src/*.h) include/softdirty.h
 SONAME   := libsoftdirty.so.$(SOVERSION)
 SHLIB    := $(B)/libsoftdirty.so.$(VERSION)
 STLIB    := $(B)/libsoftdirty.a
+# libsoftdirty-preload.so (preload/README.md): its own copy of the library
+# objects, never sanitized (an ASan runtime cannot be preloaded into other
+# programs) and never static.
+PRELOAD        := $(B)/libsoftdirty-preload.so
+PRELOAD_CFLAGS := $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(LIB_CFLAGS))
+PRELOAD_OBJS   := $(LIB_SRCS:src/%.c=$(B)/preload-obj/%.o)
 
-TOOL_SRCS := $(wildcard tools/*.c)
+TOOL_SRCS := $(wildcard tools/*.c) preload/run.c
 TEST_SRCS := $(filter-out test/common.c,$(wildcard test/*.c))
 TEST_BINS := $(TEST_SRCS:test/%.c=$(B)/test/%)
 TEST_COMMON := $(wildcard test/common.c)
@@ -48,7 +54,7 @@ EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
 
 all: lib $(B)/softdirty tests examples
 
-lib: $(SHLIB) $(STLIB)
+lib: $(SHLIB) $(STLIB) $(PRELOAD)
 
 $(B)/obj/%.o: src/%.c $(LIB_HDRS)
 	@mkdir -p $(@D)
@@ -65,10 +71,27 @@ $(STLIB): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(B)/softdirty: $(TOOL_SRCS) $(wildcard tools/*.h) $(STLIB)
-	$(CC) $(ALL_CFLAGS) -Itools $(LDFLAGS) -o $@ $(TOOL_SRCS) $(STLIB) $(LIBS)
+$(B)/preload-obj/%.o: src/%.c $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(PRELOAD_CFLAGS) -c -o $@ $<
 
-tests: $(TEST_BINS)
+$(PRELOAD): preload/softdirty-preload.c preload/libsoftdirty-preload.map \
+		$(PRELOAD_OBJS) $(LIB_HDRS)
+	$(CC) $(PRELOAD_CFLAGS) -shared \
+		-Wl,--version-script=preload/libsoftdirty-preload.map -Wl,-z,defs \
+		-o $@ preload/softdirty-preload.c $(PRELOAD_OBJS) $(LIBS) -ldl
+
+$(B)/softdirty: $(TOOL_SRCS) $(wildcard tools/*.h) preload/run.h $(STLIB)
+	$(CC) $(ALL_CFLAGS) -Itools -Ipreload \
+		-DSOFTDIRTY_PRELOAD_PATH='"$(LIBDIR)/libsoftdirty-preload.so"' \
+		$(LDFLAGS) -o $@ $(TOOL_SRCS) $(STLIB) $(LIBS)
+
+tests: $(TEST_BINS) $(B)/test/preload-selftest
+
+# Shell tests: installed as executables next to the C ones.
+$(B)/test/preload-selftest: test/preload-selftest.sh
+	@mkdir -p $(@D)
+	install -m 755 $< $@
 
 $(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
 	@mkdir -p $(@D)
@@ -119,6 +142,7 @@ install: lib $(B)/softdirty
 	ln -sf libsoftdirty.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsoftdirty.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(PRELOAD) $(DESTDIR)$(LIBDIR)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 		softdirty.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/softdirty.pc
@@ -128,6 +152,7 @@ install: lib $(B)/softdirty
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libsoftdirty.* \
+		$(DESTDIR)$(LIBDIR)/libsoftdirty-preload.so \
 		$(DESTDIR)$(LIBDIR)/pkgconfig/softdirty.pc \
 		$(DESTDIR)$(INCLUDEDIR)/softdirty.h $(DESTDIR)$(BINDIR)/softdirty
 

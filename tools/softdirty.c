@@ -7,9 +7,11 @@
 #include <string.h>
 
 #include "softdirty.h"
+#include "run.h"
 
 static const char *const cap_names[] = {
 	"self", "remote", "kernel-writes", "exact", "contents", "regrown",
+	"prot-changes", "huge-pages",
 };
 
 static void json_str(const char *s)
@@ -100,6 +102,9 @@ static void usage(FILE *f)
 		"\n"
 		"commands:\n"
 		"  probe [--json]   which tracking backends work on this kernel, and why not\n"
+		"  run [--] COMMAND [ARGS...]\n"
+		"                   run COMMAND with libsoftdirty-preload.so: the kernel's\n"
+		"                   soft-dirty files work in it on any kernel\n"
 		"  version          print the version\n"
 		"\n"
 		"See softdirty(1).\n");
@@ -113,6 +118,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "probe"))
 		return cmd_probe(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "run"))
+		return softdirty_cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("softdirty %d.%d\n", SOFTDIRTY_VERSION_MAJOR,
 		       SOFTDIRTY_VERSION_MINOR);
