@@ -169,12 +169,21 @@ enum {
 	/* it reports changed contents, not writes (same bytes: not seen) */
 	SOFTDIRTY_CAP_CONTENTS      = 1 << 4,
 	/*
-	 * it reports pages of a region shrunk and grown back in place by
-	 * mremap since the reset (fresh zero pages at known addresses); the
-	 * kernel's own soft-dirty does not: its VM_SOFTDIRTY rule covers new
-	 * mappings, brk growth and moves, not in-place mremap growth
+	 * it reports the untouched pages of a region that mremap grew back
+	 * in place, or moved onto, addresses mapped at the reset (fresh
+	 * pages at known addresses); the kernel's own soft-dirty does not:
+	 * its VM_SOFTDIRTY rule covers new mappings and brk growth, and a
+	 * move marks only the pages it carries
 	 */
 	SOFTDIRTY_CAP_REGROWN       = 1 << 5,
+	/*
+	 * it sees writes made while the program itself had made a page
+	 * writable with mprotect() (the mprotect backend does not)
+	 */
+	SOFTDIRTY_CAP_PROT_CHANGES  = 1 << 6,
+	/* a write to a transparent huge page reports all 512 of its pages,
+	 * as the kernel's PMD bit does */
+	SOFTDIRTY_CAP_HUGE_PAGES    = 1 << 7,
 };
 
 enum {

@@ -397,7 +397,8 @@ const struct sd_backend sd_backend_kernel = {
 	.name = "kernel",
 	.id = SOFTDIRTY_BACKEND_KERNEL,
 	.caps = SOFTDIRTY_CAP_SELF | SOFTDIRTY_CAP_KERNEL_WRITES |
-		SOFTDIRTY_CAP_EXACT,
+		SOFTDIRTY_CAP_EXACT | SOFTDIRTY_CAP_PROT_CHANGES |
+		SOFTDIRTY_CAP_HUGE_PAGES,
 	.probe = kernel_probe,
 	.open = kernel_open,
 	.close = kernel_close,

@@ -20,12 +20,16 @@ static const struct sd_backend *const backends[SOFTDIRTY_BACKEND_COUNT] = {
 	[SOFTDIRTY_BACKEND_HASH] = &sd_backend_hash,
 };
 
-/* Preference of "auto": cheapest exact mechanism first. */
+/*
+ * Preference of "auto": cheapest exact mechanism first; hash before
+ * mprotect, which cannot see the program's own mprotect() changes nor
+ * kernel-mode writes: slower but sees every change is the better default.
+ */
 static const int auto_order[] = {
 	SOFTDIRTY_BACKEND_UFFD,
 	SOFTDIRTY_BACKEND_KERNEL,
-	SOFTDIRTY_BACKEND_MPROTECT,
 	SOFTDIRTY_BACKEND_HASH,
+	SOFTDIRTY_BACKEND_MPROTECT,
 };
 
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;

@@ -349,6 +349,58 @@ static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
 	return 0;
 }
 
+/*
+ * Past this size a VMA is armed only where page tables hold something:
+ * arming empty space installs uffd-wp markers, which allocates page tables
+ * for all of it (16 MiB per 8 GiB of a sparse reservation, ASan's shadow is
+ * terabytes).  A first write into a block left unarmed creates an unarmed
+ * PTE, which reads as written: nothing is lost, but an empty block zapped
+ * or shrunk and grown back there is not told from one never touched.
+ */
+#define SPARSE_VMA	(1ULL << 30)
+
+/* scan_written() over the 2 MiB blocks of [a, b) that hold any page. */
+static int scan_populated(struct walk *w, uint64_t a, uint64_t b, bool report)
+{
+	struct uffd_priv *p = w->p;
+	struct pm_scan_arg arg;
+	uint64_t cur = a;
+	long r;
+	int err;
+
+	while (cur < b) {
+		memset(&arg, 0, sizeof(arg));
+		arg.size = sizeof(arg);
+		arg.start = cur;
+		arg.end = b;
+		arg.vec = (uintptr_t)p->cvec;
+		arg.vec_len = 1;
+		arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		arg.return_mask = PAGE_IS_PRESENT;
+		r = pm_scan(w->sd->pagemap_fd, &arg);
+		if (r < 0)
+			return (int)r;
+		if (!r)
+			break;
+		/* whole blocks, so empty PTEs next to the pages are armed too */
+		a = MAX(cur, p->cvec[0].start & ~(HUGE_SZ - 1));
+		cur = MIN(b, (p->cvec[0].end + HUGE_SZ - 1) & ~(HUGE_SZ - 1));
+		err = scan_written(w, a, cur, report);
+		if (err)
+			return err;
+	}
+	if (report)
+		w->pos = b;
+	return 0;
+}
+
+static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
+{
+	if (w->vma->end - w->vma->start > SPARSE_VMA)
+		return scan_populated(w, a, b, report);
+	return scan_written(w, a, b, report);
+}
+
 /* Register what is not yet registered in [a, b) and protect it all. */
 static int arm(struct walk *w, uint64_t a, uint64_t b)
 {
@@ -381,7 +433,7 @@ static int arm(struct walk *w, uint64_t a, uint64_t b)
 	}
 	/* before protecting: a write after it may split what it counts */
 	err = census(w, a, b);
-	return err ? err : scan_written(w, a, b, false);
+	return err ? err : scan_range(w, a, b, false);
 }
 
 /* A piece of a VMA that was mapped at its last reset. */
@@ -420,7 +472,7 @@ static int known_piece(void *ctx, uint64_t a, uint64_t b)
 				err = arm(w, a, c);
 		} else {
 			c = i < p->unreg.n ? MIN(b, p->unreg.v[i].start) : b;
-			err = scan_written(w, a, c, true);
+			err = scan_range(w, a, c, true);
 		}
 		if (err)
 			return err;
@@ -654,7 +706,8 @@ const struct sd_backend sd_backend_uffd = {
 	.name = "uffd",
 	.id = SOFTDIRTY_BACKEND_UFFD,
 	.caps = SOFTDIRTY_CAP_SELF | SOFTDIRTY_CAP_KERNEL_WRITES |
-		SOFTDIRTY_CAP_EXACT,
+		SOFTDIRTY_CAP_EXACT | SOFTDIRTY_CAP_PROT_CHANGES |
+		SOFTDIRTY_CAP_HUGE_PAGES,
 	.probe = uffd_probe,
 	.open = uffd_open,
 	.close = uffd_close,
