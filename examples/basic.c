@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* The README's example: which of my pages did this code write? */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <softdirty.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -36,6 +36,7 @@ struct region {
 	size_t pages;
 	bool ro;
 	unsigned char *snap;	/* contents at the last reset (hash oracle) */
+	size_t snap_pages;
 	bool fresh;		/* created/moved since the last reset */
 	bool flipped;		/* made writable by the program since */
 	bool thp;		/* MADV_HUGEPAGE */
@@ -322,8 +323,16 @@ static void collect(struct tracker *t)
 
 static bool changed(const struct region *r, size_t p)
 {
-	return r->fresh || !r->snap ||
-	       memcmp(r->snap + p * PG, r->addr + p * PG, PG);
+	static const char zero[4096];
+
+	/*
+	 * Pages new at this address (moved, grown, created) replaced the
+	 * arena's never-touched reservation: zeros, so only what is not
+	 * zero now is a visible change.
+	 */
+	if (r->fresh || !r->snap || p >= r->snap_pages)
+		return memcmp(r->addr + p * PG, zero, PG);
+	return memcmp(r->snap + p * PG, r->addr + p * PG, PG);
 }
 
 static void snapshot(void)
@@ -342,6 +351,7 @@ static void snapshot(void)
 		r->snap = malloc(r->pages * PG);
 		if (!r->snap)
 			tap_bail("out of memory");
+		r->snap_pages = r->pages;
 		/* PROT_READ at least: every region is readable */
 		memcpy(r->snap, r->addr, r->pages * PG);
 	}

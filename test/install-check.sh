@@ -13,7 +13,7 @@ for f in usr/include/softdirty.h usr/lib/libsoftdirty.a usr/lib/libsoftdirty.so.
 	[ -e "$root/$f" ] || { echo "missing after install: $f"; exit 1; }
 done
 # exported symbols: exactly the public API, versioned
-nm -D --defined-only "$root/usr/lib/libsoftdirty.so.0" | awk '{print $3}' |
+nm -D --defined-only "$root/usr/lib/libsoftdirty.so.0" | awk '{print $3}' | sed 's/@.*//' |
 	grep -v '^SOFTDIRTY_' | sort > "$dest/syms"
 grep -o 'softdirty_[a-z_]*' src/libsoftdirty.map | sort > "$dest/want"
 diff -u "$dest/want" "$dest/syms"
