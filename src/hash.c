@@ -184,15 +184,6 @@ static MUST_CHECK int reserve(struct hent **t, size_t *cap, size_t n)
 	return 0;
 }
 
-static MUST_CHECK long pm_scan(int fd, struct pm_scan_arg *a)
-{
-	long r;
-
-	do {
-		r = ioctl(fd, PAGEMAP_SCAN, a);
-	} while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : r;
-}
 
 static MUST_CHECK int pres_scan_fill(struct walk *w, struct pres *it)
 {
@@ -206,7 +197,7 @@ static MUST_CHECK int pres_scan_fill(struct walk *w, struct pres *it)
 		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
 			       PAGE_IS_PFNZERO | PAGE_IS_HUGE,
 	};
-	long r = pm_scan(w->sd->pagemap_fd, &a);
+	long r = sd_pm_scan(w->sd->pagemap_fd, &a);
 
 	if (r < 0)
 		return (int)r;
@@ -745,7 +736,7 @@ static bool scan_works(int pagemap_fd)
 		.return_mask = PAGE_IS_PRESENT,
 	};
 
-	return pm_scan(pagemap_fd, &a) >= 0;
+	return sd_pm_scan(pagemap_fd, &a) >= 0;
 }
 
 static uint64_t random_seed(void)

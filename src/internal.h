@@ -173,6 +173,19 @@ void sd_kmem_free(void *p, size_t len);
 /* The ranges of all such buffers now (for the mprotect backend). */
 MUST_CHECK int sd_kmem_ranges(struct sd_rset *out);
 
+/* PAGEMAP_SCAN (uapi.h), retried on EINTR: ranges stored, or -errno. */
+struct pm_scan_arg;
+struct page_region;
+MUST_CHECK long sd_pm_scan(int pagemap_fd, struct pm_scan_arg *a);
+/*
+ * Every range of [a, b) matching the category masks of @masks (its other
+ * fields are ignored) added to @out, through @vec; no write-protection.
+ */
+MUST_CHECK int sd_pm_scan_rset(int pagemap_fd, uint64_t a, uint64_t b,
+			       const struct pm_scan_arg *masks,
+			       struct page_region *vec, size_t vec_len,
+			       struct sd_rset *out);
+
 /* Lowest-level helpers. */
 /* pread until @len bytes or end of file: bytes read, or -errno */
 MUST_CHECK ssize_t sd_pread_full(int fd, void *buf, size_t len, off_t off);

@@ -108,13 +108,10 @@ static int scan_pagemap(struct softdirty *sd, struct kernel_priv *p,
 			.category_mask = PAGE_IS_SOFT_DIRTY,
 			.return_mask = PAGE_IS_SOFT_DIRTY,
 		};
-		long r = ioctl(sd->pagemap_fd, PAGEMAP_SCAN, &arg), i;
+		long r = sd_pm_scan(sd->pagemap_fd, &arg), i;
 
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
+		if (r < 0)
+			return (int)r;
 		for (i = 0; i < r; i++)
 			run_add(p, p->vec[i].start, p->vec[i].end);
 		if (arg.walk_end <= a)
@@ -265,7 +262,7 @@ static bool scan_works(int pagemap_fd)
 		.return_mask = PAGE_IS_SOFT_DIRTY,
 	};
 
-	return ioctl(pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
+	return sd_pm_scan(pagemap_fd, &arg) >= 0;
 }
 
 static int kernel_open(struct softdirty *sd)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "uapi.h"
 
 ssize_t sd_pread_full(int fd, void *buf, size_t len, off_t off)
 {
@@ -27,6 +28,47 @@ ssize_t sd_pread_full(int fd, void *buf, size_t len, off_t off)
 		done += (size_t)r;
 	}
 	return (ssize_t)done;
+}
+
+long sd_pm_scan(int pagemap_fd, struct pm_scan_arg *a)
+{
+	long r;
+
+	do {
+		r = ioctl(pagemap_fd, PAGEMAP_SCAN, a);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+int sd_pm_scan_rset(int pagemap_fd, uint64_t a, uint64_t b,
+		    const struct pm_scan_arg *masks, struct page_region *vec,
+		    size_t vec_len, struct sd_rset *out)
+{
+	struct pm_scan_arg arg;
+	long r, i;
+	int err;
+
+	while (a < b) {
+		arg = *masks;
+		arg.size = sizeof(arg);
+		arg.flags = 0;
+		arg.start = a;
+		arg.end = b;
+		arg.vec = (uintptr_t)vec;
+		arg.vec_len = vec_len;
+		r = sd_pm_scan(pagemap_fd, &arg);
+		if (r < 0)
+			return (int)r;
+		for (i = 0; i < r; i++) {
+			err = sd_rset_add(out, vec[i].start, vec[i].end);
+			if (err)
+				return err;
+		}
+		if (arg.walk_end <= a)
+			return -EIO;
+		a = arg.walk_end;
+	}
+	return 0;
 }
 
 int sd_write_str(int fd, const char *s)

@@ -106,16 +106,6 @@ static int uffd_open_fd(uint64_t supported)
 	return fd;
 }
 
-static long pm_scan(int pagemap_fd, struct pm_scan_arg *a)
-{
-	long r;
-
-	do {
-		r = ioctl(pagemap_fd, PAGEMAP_SCAN, a);
-	} while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : r;
-}
-
 static void scan_args(struct pm_scan_arg *a, uint64_t start, uint64_t end,
 		      struct page_region *vec, size_t len, bool wp)
 {
@@ -151,34 +141,14 @@ static int uffd_register(int fd, uint64_t start, uint64_t end)
 static int scan_unregistered(struct softdirty *sd, struct uffd_priv *p,
 			     uint64_t a, uint64_t b)
 {
-	struct pm_scan_arg arg;
-	long r, i;
-	int err;
+	const struct pm_scan_arg masks = {
+		.category_inverted = PAGE_IS_WPALLOWED,
+		.category_mask = PAGE_IS_WPALLOWED,
+		.return_mask = PAGE_IS_WPALLOWED,
+	};
 
-	while (a < b) {
-		memset(&arg, 0, sizeof(arg));
-		arg.size = sizeof(arg);
-		arg.start = a;
-		arg.end = b;
-		arg.vec = (uintptr_t)p->vec;
-		arg.vec_len = SCAN_VEC;
-		arg.category_inverted = PAGE_IS_WPALLOWED;
-		arg.category_mask = PAGE_IS_WPALLOWED;
-		arg.return_mask = PAGE_IS_WPALLOWED;
-		r = pm_scan(sd->pagemap_fd, &arg);
-		if (r < 0)
-			return (int)r;
-		for (i = 0; i < r; i++) {
-			err = sd_rset_add(&p->unreg, p->vec[i].start,
-					  p->vec[i].end);
-			if (err)
-				return err;
-		}
-		if (arg.walk_end <= a)
-			return -EIO;
-		a = arg.walk_end;
-	}
-	return 0;
+	return sd_pm_scan_rset(sd->pagemap_fd, a, b, &masks, p->vec, SCAN_VEC,
+			       &p->unreg);
 }
 
 /*
@@ -257,40 +227,24 @@ static int emit_written(struct walk *w, uint64_t a, uint64_t b)
 	return err;
 }
 
-/* Add the 2 MiB blocks of [a, b) mapped huge right now to p->huge. */
+/*
+ * Add the 2 MiB blocks of [a, b) mapped huge right now to p->huge (a huge
+ * PMD always covers its whole aligned block).
+ */
 static int census(struct walk *w, uint64_t a, uint64_t b)
 {
+	const struct pm_scan_arg masks = {
+		.category_mask = PAGE_IS_HUGE,
+		.return_mask = PAGE_IS_HUGE,
+	};
 	struct uffd_priv *p = w->p;
-	struct pm_scan_arg arg;
-	long r, k;
-	int err;
 
 	a = (a + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
 	b &= ~(HUGE_SZ - 1);
-	while (a < b) {
-		memset(&arg, 0, sizeof(arg));
-		arg.size = sizeof(arg);
-		arg.start = a;
-		arg.end = b;
-		arg.vec = (uintptr_t)p->cvec;
-		arg.vec_len = sizeof(p->cvec) / sizeof(p->cvec[0]);
-		arg.category_mask = PAGE_IS_HUGE;
-		arg.return_mask = PAGE_IS_HUGE;
-		r = pm_scan(w->sd->pagemap_fd, &arg);
-		if (r < 0)
-			return (int)r;
-		for (k = 0; k < r; k++) {
-			err = sd_rset_add(&p->huge,
-					  p->cvec[k].start & ~(HUGE_SZ - 1),
-					  p->cvec[k].end);
-			if (err)
-				return err;
-		}
-		if (arg.walk_end <= a)
-			return -EIO;
-		a = arg.walk_end;
-	}
-	return 0;
+	if (a >= b)
+		return 0;
+	return sd_pm_scan_rset(w->sd->pagemap_fd, a, b, &masks, p->cvec,
+			       sizeof(p->cvec) / sizeof(p->cvec[0]), &p->huge);
 }
 
 /*
@@ -320,7 +274,7 @@ static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
 			}
 		}
 		scan_args(&arg, a, b, p->vec, room, w->reset);
-		r = pm_scan(w->sd->pagemap_fd, &arg);
+		r = sd_pm_scan(w->sd->pagemap_fd, &arg);
 		if (r < 0)
 			return (int)r;
 		/*
@@ -377,7 +331,7 @@ static int scan_populated(struct walk *w, uint64_t a, uint64_t b, bool report)
 		arg.vec_len = 1;
 		arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
 		arg.return_mask = PAGE_IS_PRESENT;
-		r = pm_scan(w->sd->pagemap_fd, &arg);
+		r = sd_pm_scan(w->sd->pagemap_fd, &arg);
 		if (r < 0)
 			return (int)r;
 		if (!r)
@@ -658,7 +612,7 @@ static void uffd_probe(struct softdirty_probe_result *r)
 		goto out;
 	}
 	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, true);
-	n = pm_scan(pm, &a);
+	n = sd_pm_scan(pm, &a);
 	if (n == -ENOTTY || n == -EINVAL) {
 		snprintf(r->reason, sizeof(r->reason),
 			 "kernel lacks the PAGEMAP_SCAN ioctl (Linux 6.7+)");
@@ -671,7 +625,7 @@ static void uffd_probe(struct softdirty_probe_result *r)
 	}
 	m[PAGE_SZ] = 2;
 	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, true);
-	n = pm_scan(pm, &a);
+	n = sd_pm_scan(pm, &a);
 	if (n != 1 || vec[0].start != (uintptr_t)m + PAGE_SZ ||
 	    vec[0].end != (uintptr_t)m + 2 * PAGE_SZ) {
 		snprintf(r->reason, sizeof(r->reason),
@@ -686,7 +640,7 @@ static void uffd_probe(struct softdirty_probe_result *r)
 	 */
 	madvise(m + 2 * PAGE_SZ, PAGE_SZ, MADV_DONTNEED);
 	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, false);
-	n = pm_scan(pm, &a);
+	n = sd_pm_scan(pm, &a);
 	r->status = 0;
 	r->caps = sd_backend_uffd.caps;
 	if (n == 1 && vec[0].start == (uintptr_t)m + 2 * PAGE_SZ)
