@@ -159,7 +159,12 @@ int main(void)
 			continue;
 		}
 		printf("\n%s (limits: %s)\n", r[i].name, r[i].reason);
-		/* each backend in a process of its own: a fresh start */
+		/*
+		 * Each backend in a process of its own, on the pristine heap:
+		 * the workload replays the same writes every run, and a
+		 * second run in one process would rewrite identical bytes,
+		 * which the hash backend rightly does not call a change.
+		 */
 		fflush(stdout);
 		pid = fork();
 		if (pid == 0)
