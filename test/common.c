@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -583,4 +585,69 @@ bool td_try_write(volatile uint8_t *p, uint8_t delta)
 	*p = (uint8_t)(*p + delta);
 	fault_armed = 0;
 	return true;
+}
+
+int td_child_spawn(struct td_child *c, void (*fn)(int in, int out))
+{
+	int a[2], b[2];
+
+	if (pipe(a))
+		return -errno;
+	if (pipe(b)) {
+		close(a[0]);
+		close(a[1]);
+		return -errno;
+	}
+	c->pid = fork();
+	if (c->pid < 0)
+		return -errno;
+	if (c->pid == 0) {
+		close(a[1]);
+		close(b[0]);
+		fn(a[0], b[1]);
+		_exit(0);
+	}
+	close(a[0]);
+	close(b[1]);
+	c->to = a[1];
+	c->from = b[0];
+	return 0;
+}
+
+void td_child_reap(struct td_child *c, int *status)
+{
+	if (c->pid > 0) {
+		kill(c->pid, SIGKILL);
+		waitpid(c->pid, status, 0);
+	}
+	c->pid = 0;
+	close(c->to);
+	close(c->from);
+}
+
+bool td_child_responds(struct td_child *c)
+{
+	struct pollfd p = { .fd = c->from, .events = POLLIN };
+	char x = 'x';
+
+	if (write(c->to, &x, 1) != 1 || poll(&p, 1, 3000) != 1)
+		return false;
+	return read(c->from, &x, 1) == 1 && x == 'x';
+}
+
+long td_tracer_pid(pid_t pid)
+{
+	char path[64], line[128];
+	long t = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "TracerPid: %ld", &t) == 1)
+			break;
+	fclose(f);
+	return t;
 }

@@ -59,6 +59,24 @@ uint64_t td_rng_next(struct td_rng *r);
 /* uniform in [0, n) (n > 0) */
 uint64_t td_rng_below(struct td_rng *r, uint64_t n);
 
+/* ---------- child processes ---------- */
+
+/* A forked child that talks over two pipes. */
+struct td_child {
+	pid_t pid;
+	int to;		/* parent -> child */
+	int from;	/* child -> parent */
+};
+
+/* Fork; the child runs fn(in, out), then _exit(0).  0 or -errno. */
+int td_child_spawn(struct td_child *c, void (*fn)(int in, int out));
+/* SIGKILL and reap it (its status into *status if not NULL), close pipes. */
+void td_child_reap(struct td_child *c, int *status);
+/* An echoing child answers one byte with the same byte within 3 s. */
+bool td_child_responds(struct td_child *c);
+/* TracerPid in /proc/PID/status, or -1. */
+long td_tracer_pid(pid_t pid);
+
 /* ---------- backends ---------- */
 
 struct td_backend {

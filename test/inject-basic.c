@@ -40,11 +40,6 @@ struct result {
 	char buf[16];
 };
 
-struct child {
-	pid_t pid;
-	int to;		/* parent -> child */
-	int from;	/* child -> parent */
-};
 
 static uint32_t *shared_word;
 
@@ -58,40 +53,7 @@ static void send_result(int fd, long ret, int err, double t0, const char *b)
 		_exit(3);
 }
 
-static int spawn(struct child *c, void (*fn)(int in, int out))
-{
-	int a[2], b[2];
-
-	if (pipe(a) || pipe(b))
-		return -errno;
-	c->pid = fork();
-	if (c->pid < 0)
-		return -errno;
-	if (c->pid == 0) {
-		close(a[1]);
-		close(b[0]);
-		fn(a[0], b[1]);
-		_exit(0);
-	}
-	close(a[0]);
-	close(b[1]);
-	c->to = a[1];
-	c->from = b[0];
-	return 0;
-}
-
-static void reap(struct child *c)
-{
-	if (c->pid > 0) {
-		kill(c->pid, SIGKILL);
-		waitpid(c->pid, NULL, 0);
-	}
-	c->pid = 0;
-	close(c->to);
-	close(c->from);
-}
-
-static bool get_result(struct child *c, struct result *r, int ms)
+static bool get_result(struct td_child *c, struct result *r, int ms)
 {
 	struct pollfd p = { .fd = c->from, .events = POLLIN };
 
@@ -129,23 +91,6 @@ static bool wait_in_syscall(pid_t tid, long nr)
 		usleep(2000);
 	}
 	return false;
-}
-
-static long tracer_pid(pid_t pid)
-{
-	char path[64], line[128];
-	long t = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "TracerPid: %ld", &t) == 1)
-			break;
-	fclose(f);
-	return t;
 }
 
 /* attach, run a few getpid()s, hold the target @hold_ms, detach */
@@ -374,13 +319,13 @@ static void t_epoll(int in, int out)
 static void test_getpid(void)
 {
 	struct sd_inject *in = NULL;
-	struct child c;
+	struct td_child c;
 	struct result res;
 	long r1 = 0, r2 = 0, r3 = 0;
 	pid_t pid;
 	int err;
 
-	if (spawn(&c, t_idle))
+	if (td_child_spawn(&c, t_idle))
 		tap_bail("spawn");
 	err = sd_inject_attach(&in, c.pid);
 	tap_ok(err == 0, "attach to a single-threaded target (%s)",
@@ -398,10 +343,10 @@ static void test_getpid(void)
 		err = sd_inject_syscall(in, SYS_close, (long[6]){ 9999 }, &r1);
 		tap_ok(!err && r1 == -EBADF,
 		       "an injected call's error comes back raw (%ld)", r1);
-		tap_ok(tracer_pid(c.pid) == getpid(), "traced while attached");
+		tap_ok(td_tracer_pid(c.pid) == getpid(), "traced while attached");
 		sd_inject_detach(in);
 	}
-	tap_ok(tracer_pid(c.pid) == 0, "not traced after detach");
+	tap_ok(td_tracer_pid(c.pid) == 0, "not traced after detach");
 	tap_ok(write(c.to, "x", 1) == 1 && get_result(&c, &res, 2000) &&
 	       res.ret == c.pid, "target responds after detach");
 	err = poke(c.pid, 0);
@@ -409,7 +354,7 @@ static void test_getpid(void)
 	tap_ok(write(c.to, "x", 1) == 1 && get_result(&c, &res, 2000),
 	       "target responds after the second detach");
 	pid = c.pid;
-	reap(&c);
+	td_child_reap(&c, NULL);
 
 	err = sd_inject_attach(&in, pid);
 	tap_ok(err == -ESRCH, "attach to a reaped pid: -ESRCH (%s)",
@@ -425,12 +370,12 @@ static void test_getpid(void)
 
 static void test_regs(void)
 {
-	struct child c;
+	struct td_child c;
 	struct result res;
 	bool ok = true, got;
 	int i, err = 0;
 
-	if (spawn(&c, t_regs))
+	if (td_child_spawn(&c, t_regs))
 		tap_bail("spawn");
 	for (i = 0; i < 20 && ok; i++) {
 		usleep(20000);
@@ -445,7 +390,7 @@ static void test_regs(void)
 	tap_ok(got && res.ret == 0,
 	       "all 14 general registers survived (%d rounds, mismatch %#lx)",
 	       res.err, res.ret);
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 static char proc_state(pid_t pid)
@@ -467,11 +412,11 @@ static char proc_state(pid_t pid)
 /* A job-control-stopped target stays stopped, then SIGCONT resumes it. */
 static void test_group_stop(void)
 {
-	struct child c;
+	struct td_child c;
 	struct result res;
 	int err, i;
 
-	if (spawn(&c, t_idle))
+	if (td_child_spawn(&c, t_idle))
 		tap_bail("spawn");
 	kill(c.pid, SIGSTOP);
 	for (i = 0; i < 300 && proc_state(c.pid) != 'T'; i++)
@@ -484,7 +429,7 @@ static void test_group_stop(void)
 	kill(c.pid, SIGCONT);
 	tap_ok(write(c.to, "x", 1) == 1 && get_result(&c, &res, 2000),
 	       "SIGCONT: it runs and answers");
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 /*
@@ -497,18 +442,18 @@ static void blocked(const char *what, void (*fn)(int, int), long nr,
 		    int hold_ms, int wake_ms, enum wake how, long want_ret,
 		    double tmin, double tmax)
 {
-	struct child c;
+	struct td_child c;
 	struct result res = { .ret = -999 };
 	int err;
 	bool got;
 
 	/* a PI futex owned by us: the target blocks in FUTEX_LOCK_PI */
 	*shared_word = how == W_PI ? (uint32_t)syscall(SYS_gettid) : 0;
-	if (spawn(&c, fn))
+	if (td_child_spawn(&c, fn))
 		tap_bail("spawn");
 	if (!wait_in_syscall(c.pid, nr)) {
 		tap_ok(false, "%s: target blocked in syscall %ld", what, nr);
-		reap(&c);
+		td_child_reap(&c, NULL);
 		return;
 	}
 	err = poke(c.pid, hold_ms);
@@ -536,7 +481,7 @@ static void blocked(const char *what, void (*fn)(int, int), long nr,
 	       res.buf[0] ? ", data " : "", res.buf);
 	if (got && how == W_PIPE && wake_ms >= 0 && want_ret == 5)
 		tap_ok(!strcmp(res.buf, "hello"), "%s: data intact", what);
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 int main(int argc, char **argv)

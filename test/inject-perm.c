@@ -32,10 +32,6 @@
 
 #define NOBODY 65534
 
-struct child {
-	pid_t pid;
-	int to, from;
-};
 
 /* answer every byte with the same byte */
 static void echo_loop(int in, int out)
@@ -58,63 +54,10 @@ static void echo_loop(int in, int out)
 	}
 }
 
-static void spawn_echo(struct child *c)
+static void spawn_echo(struct td_child *c)
 {
-	int a[2], b[2];
-
-	if (pipe(a) || pipe(b))
-		tap_bail("pipe");
-	c->pid = fork();
-	if (c->pid < 0)
-		tap_bail("fork");
-	if (c->pid == 0) {
-		close(a[1]);
-		close(b[0]);
-		echo_loop(a[0], b[1]);
-		_exit(0);
-	}
-	close(a[0]);
-	close(b[1]);
-	c->to = a[1];
-	c->from = b[0];
-}
-
-static void reap(struct child *c)
-{
-	if (c->pid > 0) {
-		kill(c->pid, SIGKILL);
-		waitpid(c->pid, NULL, 0);
-	}
-	c->pid = 0;
-	close(c->to);
-	close(c->from);
-}
-
-static bool responds(struct child *c)
-{
-	struct pollfd p = { .fd = c->from, .events = POLLIN };
-	char x = 'x';
-
-	if (write(c->to, &x, 1) != 1 || poll(&p, 1, 3000) != 1)
-		return false;
-	return read(c->from, &x, 1) == 1 && x == 'x';
-}
-
-static long tracer_pid(pid_t pid)
-{
-	char path[64], line[128];
-	long t = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "TracerPid: %ld", &t) == 1)
-			break;
-	fclose(f);
-	return t;
+	if (td_child_spawn(c, echo_loop))
+		tap_bail("fork: %s", strerror(errno));
 }
 
 static int yama_scope(void)
@@ -161,7 +104,7 @@ static int attach_and_poke(pid_t pid)
  */
 static void test_unprivileged(void)
 {
-	struct child root_target;
+	struct td_child root_target;
 	int p[2], res[3] = { -EIO, -EIO, -EIO };
 	pid_t pid;
 
@@ -177,15 +120,15 @@ static void test_unprivileged(void)
 	if (pid < 0)
 		tap_bail("fork");
 	if (pid == 0) {
-		struct child own = { 0 };
+		struct td_child own = { 0 };
 
 		close(p[0]);
 		res[0] = drop_privileges();
 		if (!res[0]) {
 			spawn_echo(&own);
 			res[0] = attach_and_poke(own.pid);
-			res[1] = responds(&own) ? 0 : -EIO;
-			reap(&own);
+			res[1] = td_child_responds(&own) ? 0 : -EIO;
+			td_child_reap(&own, NULL);
 			res[2] = attach_and_poke(root_target.pid);
 		}
 		if (write(p[1], res, sizeof(res)) != sizeof(res))
@@ -206,14 +149,14 @@ static void test_unprivileged(void)
 		       strerror(-res[0]));
 	tap_ok(res[2] == -EPERM, "uid %d on a root-owned target: -EPERM (%s)",
 	       NOBODY, strerror(-res[2]));
-	tap_ok(tracer_pid(root_target.pid) == 0 && responds(&root_target),
+	tap_ok(td_tracer_pid(root_target.pid) == 0 && td_child_responds(&root_target),
 	       "the root-owned target is untraced and answers");
-	reap(&root_target);
+	td_child_reap(&root_target, NULL);
 }
 
 static void test_busy(void)
 {
-	struct child t, h = { 0 };
+	struct td_child t, h = { 0 };
 	int p[2], err;
 	char c;
 
@@ -237,19 +180,19 @@ static void test_busy(void)
 	err = attach_and_poke(t.pid);
 	tap_ok(err == -EBUSY, "a target traced by someone else: -EBUSY (%s)",
 	       strerror(-err));
-	tap_ok(tracer_pid(t.pid) == h.pid, "the other tracer still holds it");
+	tap_ok(td_tracer_pid(t.pid) == h.pid, "the other tracer still holds it");
 	kill(h.pid, SIGKILL);
 	waitpid(h.pid, NULL, 0);
 	h.pid = 0;
-	tap_ok(responds(&t), "the target answers once the other tracer died");
-	reap(&t);
+	tap_ok(td_child_responds(&t), "the target answers once the other tracer died");
+	td_child_reap(&t, NULL);
 }
 
 /*
  * A tracker child attaches to @t and then either waits (@stream false) or
  * injects getpid() in a loop; it is SIGKILLed after @delay_us.
  */
-static bool kill_tracker(struct child *t, bool stream, int delay_us)
+static bool kill_tracker(struct td_child *t, bool stream, int delay_us)
 {
 	int p[2];
 	pid_t pid;
@@ -291,24 +234,24 @@ static bool kill_tracker(struct child *t, bool stream, int delay_us)
 
 static void test_tracker_dies(void)
 {
-	struct child t;
+	struct td_child t;
 	int i, alive = 0, attached = 0;
 
 	spawn_echo(&t);
 	usleep(20000);	/* into read() */
 	tap_ok(kill_tracker(&t, false, 20000), "tracker child attached");
-	tap_ok(tracer_pid(t.pid) == 0, "tracker SIGKILLed: the kernel "
+	tap_ok(td_tracer_pid(t.pid) == 0, "tracker SIGKILLed: the kernel "
 	       "detached the target");
-	tap_ok(responds(&t) && responds(&t),
+	tap_ok(td_child_responds(&t) && td_child_responds(&t),
 	       "the target's read() was restarted and it answers");
-	reap(&t);
+	td_child_reap(&t, NULL);
 
 	for (i = 0; i < 10; i++) {
 		spawn_echo(&t);
 		usleep(5000);
 		attached += kill_tracker(&t, true, 100 + i * 300);
-		alive += tracer_pid(t.pid) == 0 && responds(&t);
-		reap(&t);
+		alive += td_tracer_pid(t.pid) == 0 && td_child_responds(&t);
+		td_child_reap(&t, NULL);
 	}
 	tap_diag("tracker killed amid a stream of injections: %d of 10 "
 		 "targets survived (%d attached)", alive, attached);

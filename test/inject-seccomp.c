@@ -32,10 +32,6 @@
 #define SECCOMP_RET_KILL_PROCESS 0x80000000U
 #endif
 
-struct child {
-	pid_t pid;
-	int to, from;
-};
 
 static int install_filter(void)
 {
@@ -74,50 +70,17 @@ static void target(int in, int out)
 	_exit(0);
 }
 
-static int spawn(struct child *c)
+static int spawn(struct td_child *c)
 {
-	int a[2], b[2];
 	char r;
+	int err = td_child_spawn(c, target);
 
-	if (pipe(a) || pipe(b))
-		return -errno;
-	c->pid = fork();
-	if (c->pid < 0)
-		return -errno;
-	if (c->pid == 0) {
-		close(a[1]);
-		close(b[0]);
-		target(a[0], b[1]);
-	}
-	close(a[0]);
-	close(b[1]);
-	c->to = a[1];
-	c->from = b[0];
+	if (err)
+		return err;
 	if (read(c->from, &r, 1) != 1 || r != 'r')
 		return -ENOSYS;
 	usleep(10000);
 	return 0;
-}
-
-static void reap(struct child *c, int *status)
-{
-	if (c->pid > 0) {
-		kill(c->pid, SIGKILL);
-		waitpid(c->pid, status, 0);
-	}
-	c->pid = 0;
-	close(c->to);
-	close(c->from);
-}
-
-static bool responds(struct child *c)
-{
-	struct pollfd p = { .fd = c->from, .events = POLLIN };
-	char x = 'x';
-
-	if (write(c->to, &x, 1) != 1 || poll(&p, 1, 3000) != 1)
-		return false;
-	return read(c->from, &x, 1) == 1 && x == 'x';
 }
 
 /* 0 ok, else -errno; *ppid gets the injected getppid() */
@@ -141,7 +104,7 @@ struct res {
 
 static void run(struct res *r, bool killcheck, bool *killed)
 {
-	struct child c = { 0 };
+	struct td_child c = { 0 };
 	int st = 0;
 
 	r->me = getpid();
@@ -149,7 +112,7 @@ static void run(struct res *r, bool killcheck, bool *killed)
 	if (r->spawn)
 		goto out;
 	r->inject = inject_getppid(c.pid, &r->ppid);
-	r->alive = responds(&c);
+	r->alive = td_child_responds(&c);
 	if (killcheck) {
 		char p = 'p';
 
@@ -161,7 +124,7 @@ static void run(struct res *r, bool killcheck, bool *killed)
 		}
 	}
 out:
-	reap(&c, NULL);
+	td_child_reap(&c, NULL);
 }
 
 int main(int argc, char **argv)

@@ -35,10 +35,6 @@ struct report {
 	pid_t from;
 };
 
-struct child {
-	pid_t pid;
-	int to, from;
-};
 
 static volatile sig_atomic_t n_usr1, n_rt, last_code, last_value, last_pid;
 
@@ -105,40 +101,27 @@ static void target(int in, int out, int flags)
 	}
 }
 
-static void spawn(struct child *c, int flags)
+/* the target's sa_flags, set before the fork */
+static int target_flags;
+
+static void target_with_flags(int in, int out)
 {
-	int a[2], b[2];
+	target(in, out, target_flags);
+}
+
+static void spawn(struct td_child *c, int flags)
+{
 	char ch;
 
-	if (pipe(a) || pipe(b))
-		tap_bail("pipe");
-	c->pid = fork();
-	if (c->pid < 0)
-		tap_bail("fork");
-	if (c->pid == 0) {
-		close(a[1]);
-		close(b[0]);
-		target(a[0], b[1], flags);
-		_exit(0);
-	}
-	close(a[0]);
-	close(b[1]);
-	c->to = a[1];
-	c->from = b[0];
+	target_flags = flags;
+	if (td_child_spawn(c, target_with_flags))
+		tap_bail("fork: %s", strerror(errno));
 	if (read(c->from, &ch, 1) != 1)
 		tap_bail("target did not start");
 	usleep(20000);	/* into read() */
 }
 
-static void reap(struct child *c)
-{
-	kill(c->pid, SIGKILL);
-	waitpid(c->pid, NULL, 0);
-	close(c->to);
-	close(c->from);
-}
-
-static bool ask(struct child *c, struct report *r)
+static bool ask(struct td_child *c, struct report *r)
 {
 	struct pollfd p = { .fd = c->from, .events = POLLIN };
 
@@ -175,7 +158,7 @@ static int inject_with_signal(pid_t pid, int sig, int value)
 static void test_usr1(int flags, const char *what)
 {
 	struct report r = { 0 };
-	struct child c;
+	struct td_child c;
 	bool got;
 	int err;
 
@@ -192,13 +175,13 @@ static void test_usr1(int flags, const char *what)
 	got = ask(&c, &r);
 	tap_ok(got && r.usr1 == 1, "%s: still once, target responsive",
 	       what);
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 static void test_queue(void)
 {
 	struct report r = { 0 };
-	struct child c;
+	struct td_child c;
 	bool got;
 	int err;
 
@@ -209,13 +192,13 @@ static void test_queue(void)
 	       r.value == 42,
 	       "sigqueue(SIGRTMIN, 42): handled once, si_code %d value %d "
 	       "(%s)", r.code, r.value, strerror(-err));
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 static void test_race(void)
 {
 	struct report r = { 0 };
-	struct child c;
+	struct td_child c;
 	int i, err = 0;
 	bool got;
 
@@ -239,14 +222,14 @@ static void test_race(void)
 	tap_ok(!err && got && r.rt == 30,
 	       "30 RT signals racing with 20 attaches: %d handled (%s)",
 	       r.rt, strerror(-err));
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 static void test_slow_handler(void)
 {
 	struct report r = { 0 };
 	struct sd_inject *in;
-	struct child c;
+	struct td_child c;
 	double t0, t;
 	long ret;
 	int err;
@@ -273,7 +256,7 @@ static void test_slow_handler(void)
 	tap_ok(got && r.usr1 == 1 && r.usr2 == 1,
 	       "slow SIGUSR1 handler blocking SIGUSR2: each ran once "
 	       "(%d, %d)", r.usr1, r.usr2);
-	reap(&c);
+	td_child_reap(&c, NULL);
 }
 
 int main(int argc, char **argv)
