@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/userfaultfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,15 +19,7 @@
 #include <unistd.h>
 
 #include "common.h"
-
-/* uapi values newer than Debian 12's headers (Linux 6.1) */
-#define WP_ASYNC	(1ULL << 15)
-#define PAGEMAP_SCAN_IOC _IOWR('f', 16, struct scan_arg)
-struct scan_arg {
-	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages,
-		 category_inverted, category_mask, category_anyof_mask,
-		 return_mask;
-};
+#include "uapi.h"	/* the kernel's uapi values only, no library code */
 
 /* clear_refs "4", write, bit 55 set; in a child so nothing else is reset */
 static bool raw_soft_dirty(void)
@@ -62,19 +53,19 @@ static bool raw_wp_async(void)
 	bool ok;
 
 	if (fd < 0)
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* USER_MODE_ONLY */);
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
 	if (fd < 0)
 		return false;
-	ok = !ioctl(fd, UFFDIO_API, &api) && (api.features & WP_ASYNC);
+	ok = !ioctl(fd, UFFDIO_API, &api) && (api.features & UFFD_FEATURE_WP_ASYNC);
 	close(fd);
 	return ok;
 }
 
 static bool raw_pagemap_scan(void)
 {
-	struct scan_arg a = { .size = sizeof(a), .end = PG };
+	struct pm_scan_arg a = { .size = sizeof(a), .end = PG };
 	int pm = open("/proc/self/pagemap", O_RDONLY);
-	bool ok = pm >= 0 && ioctl(pm, PAGEMAP_SCAN_IOC, &a) >= 0;
+	bool ok = pm >= 0 && ioctl(pm, PAGEMAP_SCAN, &a) >= 0;
 
 	if (pm >= 0)
 		close(pm);
