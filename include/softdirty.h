@@ -86,8 +86,9 @@ enum {
  *
  * -EINVAL bad arguments or options, -ENOENT unknown backend name,
  * -ENOTSUP (== -EOPNOTSUPP) the backend cannot work here
- * (softdirty_probe() says why; "auto": none can) or, in this version, @pid
- * is another process, -ESRCH no such process, -EBUSY this process already
+ * (softdirty_probe() says why; "auto": none can) or it cannot track another
+ * process (no SOFTDIRTY_CAP_REMOTE), -ESRCH no such process, -EPERM not
+ * allowed to read or ptrace @pid, -EBUSY this process already
  * tracks @pid with that backend (one tracker per backend and process),
  * -ENOMEM, or what the backend's kernel interface returned.
  */

@@ -273,11 +273,6 @@ int softdirty_open(struct softdirty **out, pid_t pid,
 	pthread_mutex_init(&sd->lock, NULL);
 	sd->self = pid == 0 || pid == getpid();
 	sd->pid = sd->self ? getpid() : pid;
-	if (!sd->self) {
-		/* remote tracking comes with the remote backends */
-		err = kill(sd->pid, 0) && errno == ESRCH ? -ESRCH : -EOPNOTSUPP;
-		goto fail;
-	}
 	err = open_proc(sd->pid, "maps", O_RDONLY);
 	if (err < 0)
 		goto fail;
