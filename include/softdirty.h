@@ -84,6 +84,13 @@ enum {
  * reference point is "now": the first collect reports what was written
  * since open.
  *
+ * Another process: its address space is followed at every collect (new,
+ * grown and moved regions are reported as SOFTDIRTY_RANGE_NEW and tracked
+ * from then on).  When it calls execve(), tracking restarts by itself on
+ * the new address space, which the next collect reports as new.  Its fork
+ * children are not tracked (open a tracker for them).  "auto" picks among
+ * the backends with SOFTDIRTY_CAP_REMOTE.
+ *
  * -EINVAL bad arguments or options, -ENOENT unknown backend name,
  * -ENOTSUP (== -EOPNOTSUPP) the backend cannot work here
  * (softdirty_probe() says why; "auto": none can) or it cannot track another
@@ -137,6 +144,26 @@ long softdirty_pagemap(struct softdirty *sd, uint64_t addr, uint64_t *buf,
 #define SOFTDIRTY_PM_SOFT_DIRTY (1ULL << 55)
 #define SOFTDIRTY_PM_PRESENT    (1ULL << 63)
 #define SOFTDIRTY_PM_SWAPPED    (1ULL << 62)
+
+/*
+ * Stop every thread of the tracked process under ptrace until
+ * softdirty_thaw(): collects, resets and the caller's own reads of its
+ * memory (process_vm_readv) then all see one moment, as a dump needs.  The
+ * threads resume exactly as they were (interrupted system calls restart,
+ * signals that arrived meanwhile are delivered).  Another process only
+ * (-EINVAL for the caller's own); -EPERM when ptrace is not allowed,
+ * -EBUSY when already frozen or traced by someone else, -EOPNOTSUPP on
+ * architectures without ptrace injection (x86-64 only in this version).
+ * ptrace ties the stop to the calling thread: call softdirty_thaw(), and
+ * the other calls while frozen, from the thread that froze.  If the caller
+ * dies, the kernel lets the threads run on.
+ */
+SOFTDIRTY_API SOFTDIRTY_MUST_CHECK
+int softdirty_freeze(struct softdirty *sd);
+
+/* Let the threads stopped by softdirty_freeze() run on; -EINVAL if none. */
+SOFTDIRTY_API SOFTDIRTY_MUST_CHECK
+int softdirty_thaw(struct softdirty *sd);
 
 /* The name of the backend in use ("kernel", "uffd", ...). */
 SOFTDIRTY_API const char *softdirty_backend(const struct softdirty *sd);

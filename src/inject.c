@@ -83,7 +83,6 @@
 
 #if defined(__x86_64__)
 #include <sys/user.h>
-#define SD_INJECT_ARCH 1
 typedef struct user_regs_struct sd_regs;
 
 static const uint8_t syscall_insn[] = { 0x0f, 0x05 };
@@ -925,16 +924,16 @@ static int inject_call(struct sd_inject *in, long nr, long a0, long a1,
 	return sd_inject_syscall(in, nr, args, ret);
 }
 
-int sd_inject_userfaultfd(pid_t pid, int flags)
+int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
 {
-	struct sd_inject *in = NULL;
+	struct sd_inject *in = held;
 	int pidfd, fd = -1, err;
 	long tfd = -1, r;
 
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0)
 		return -errno;
-	err = sd_inject_attach(&in, pid);
+	err = in ? 0 : sd_inject_attach(&in, pid);
 	if (err)
 		goto out;
 	err = inject_call(in, SYS_userfaultfd, flags, 0, &tfd);
@@ -961,7 +960,8 @@ int sd_inject_userfaultfd(pid_t pid, int flags)
 	else if (!err)
 		err = -EIO;
 out:
-	sd_inject_detach(in);
+	if (!held)
+		sd_inject_detach(in);
 	close(pidfd);
 	if (err) {
 		if (fd >= 0)

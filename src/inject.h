@@ -32,6 +32,11 @@
 
 struct sd_inject;
 
+/* Architectures where injection is implemented (else -EOPNOTSUPP). */
+#if defined(__x86_64__)
+#define SD_INJECT_ARCH 1
+#endif
+
 /*
  * Seize and stop every thread of @pid.  -ESRCH: no such process; -EPERM:
  * not allowed to ptrace it (credentials, YAMA, no CAP_SYS_PTRACE, or it
@@ -54,8 +59,10 @@ void sd_inject_detach(struct sd_inject *in);
 /*
  * userfaultfd(@flags) inside @pid (retried with UFFD_USER_MODE_ONLY when it
  * fails with EPERM), copied out with pidfd_getfd (close-on-exec here) and
- * closed in the target.  Returns the local fd or -errno.
+ * closed in the target.  @held: the caller's attachment to @pid, or NULL to
+ * attach and detach here.  Returns the local fd or -errno.
  */
-MUST_CHECK int sd_inject_userfaultfd(pid_t pid, int flags);
+MUST_CHECK int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held,
+				     int flags);
 
 #endif

@@ -118,9 +118,14 @@ struct sd_backend {
 				  uint64_t end, struct sd_out *o, bool reset);
 };
 
+struct sd_inject;
+
 struct softdirty {
 	pid_t pid;
 	bool self;
+	int pidfd;		/* another process: tells exec from exit */
+	struct sd_inject *frozen;	/* softdirty_freeze()'s hold */
+	int broken;		/* -errno: a restart after exec failed */
 	const struct sd_backend *be;
 	pthread_mutex_t lock;
 	int maps_fd;		/* /proc/PID/maps */

@@ -9,7 +9,8 @@
  *  - a collect-and-reset reads every mapping, clears, and keeps what it
  *    read outside the caller's range ("carry") for later collects;
  *  - the other threads are paused between the read and the clear, else a
- *    write landing between the two would be lost.
+ *    write landing between the two would be lost (another process: all
+ *    its threads are stopped under ptrace, or softdirty_freeze() holds).
  * hugetlb pages are never re-armed by clear_refs: reported as untracked.
  */
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "inject.h"
 #include "internal.h"
 #include "stopworld.h"
 #include "uapi.h"
@@ -129,6 +131,7 @@ static int read_and_clear(struct softdirty *sd, struct kernel_priv *p,
 			  uint64_t start, uint64_t end, bool reset)
 {
 	struct sd_world w = { 0 };
+	struct sd_inject *held = NULL;
 	size_t i, need, pages = 0;
 	int err = 0;
 
@@ -156,6 +159,12 @@ static int read_and_clear(struct softdirty *sd, struct kernel_priv *p,
 		if (err)
 			return err;
 	}
+	/* another process: stop all of it, unless the caller already has */
+	if (reset && !sd->self && !sd->frozen) {
+		err = sd_inject_attach(&held, sd->pid);
+		if (err)
+			return err;
+	}
 	for (i = 0; !err && i < sd->maps.n; i++) {
 		const struct sd_vma *v = &sd->maps.v[i];
 		uint64_t a = MAX(v->start, start), b = MIN(v->end, end);
@@ -169,6 +178,7 @@ static int read_and_clear(struct softdirty *sd, struct kernel_priv *p,
 		err = sd_write_str(p->clear_fd, "4");
 	if (w.stopped)
 		sd_world_resume(&w);
+	sd_inject_detach(held);
 	return err;
 }
 
@@ -271,8 +281,6 @@ static int kernel_open(struct softdirty *sd)
 	char path[64];
 	int err;
 
-	if (!sd->self)
-		return -EOPNOTSUPP;
 	/* the kernel writes the pagemap chunk and scan vector inside it */
 	p = sd_kmem_alloc(sizeof(*p));
 	if (!p)
@@ -285,6 +293,10 @@ static int kernel_open(struct softdirty *sd)
 		return err;
 	}
 	p->scan = scan_works(sd->pagemap_fd);
+	if (!sd->self) {
+		sd->priv = p;
+		return 0;
+	}
 	/*
 	 * Pausing is needed only while other threads may write; threads can
 	 * be created later, so hold the handler whenever we track ourselves.
@@ -368,6 +380,9 @@ static void kernel_probe(struct softdirty_probe_result *r)
 	case 0:
 		r->status = 0;
 		r->caps = sd_backend_kernel.caps;
+#ifdef SD_INJECT_ARCH
+		r->caps |= SOFTDIRTY_CAP_REMOTE;	/* the stop needs it */
+#endif
 		snprintf(r->reason, sizeof(r->reason),
 			 "does not see writes made through another process's mapping of shared memory, nor DMA; hugetlb pages always reported");
 		return;

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
+
+#include "inject.h"
 #include "internal.h"
 
 /* pagemap entries per read in softdirty_pagemap() */
@@ -202,12 +205,31 @@ static int open_proc(pid_t pid, const char *what, int flags)
 	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
 	fd = open(path, flags | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
+		return errno == ENOENT ? -ESRCH : errno == EACCES ? -EPERM : -errno;
 	return fd;
+}
+
+/* /proc/PID/maps and pagemap: bound to the address space at open time. */
+static int open_proc_files(struct softdirty *sd)
+{
+	int fd;
+
+	fd = open_proc(sd->pid, "maps", O_RDONLY);
+	if (fd < 0)
+		return fd;
+	sd->maps_fd = fd;
+	fd = open_proc(sd->pid, "pagemap", O_RDONLY);
+	if (fd < 0)
+		return fd;
+	sd->pagemap_fd = fd;
+	return 0;
 }
 
 static void tracker_free(struct softdirty *sd)
 {
+	sd_inject_detach(sd->frozen);
+	if (sd->pidfd >= 0)
+		close(sd->pidfd);
 	if (sd->maps_fd >= 0)
 		close(sd->maps_fd);
 	if (sd->pagemap_fd >= 0)
@@ -269,18 +291,20 @@ int softdirty_open(struct softdirty **out, pid_t pid,
 	sd = calloc(1, sizeof(*sd));
 	if (!sd)
 		return -ENOMEM;
-	sd->maps_fd = sd->pagemap_fd = -1;
+	sd->maps_fd = sd->pagemap_fd = sd->pidfd = -1;
 	pthread_mutex_init(&sd->lock, NULL);
 	sd->self = pid == 0 || pid == getpid();
 	sd->pid = sd->self ? getpid() : pid;
-	err = open_proc(sd->pid, "maps", O_RDONLY);
-	if (err < 0)
+	if (!sd->self) {
+		sd->pidfd = (int)syscall(SYS_pidfd_open, sd->pid, 0);
+		if (sd->pidfd < 0) {
+			err = errno == EINVAL ? -ESRCH : -errno;
+			goto fail;
+		}
+	}
+	err = open_proc_files(sd);
+	if (err)
 		goto fail;
-	sd->maps_fd = err;
-	err = open_proc(sd->pid, "pagemap", O_RDONLY);
-	if (err < 0)
-		goto fail;
-	sd->pagemap_fd = err;
 
 	if (strcmp(name, "auto")) {
 		const struct sd_backend *be = backend_by_name(name);
@@ -290,6 +314,8 @@ int softdirty_open(struct softdirty **out, pid_t pid,
 		if (err < 0)
 			goto fail;
 		r = probe_cache[be->id];
+		if (!r.status && !sd->self && !(r.caps & SOFTDIRTY_CAP_REMOTE))
+			r.status = -EOPNOTSUPP;
 		err = r.status ? r.status : try_open(sd, be);
 	} else {
 		size_t i;
@@ -301,7 +327,9 @@ int softdirty_open(struct softdirty **out, pid_t pid,
 		for (i = 0; i < sizeof(auto_order) / sizeof(auto_order[0]); i++) {
 			const struct sd_backend *be = backends[auto_order[i]];
 
-			if (probe_cache[be->id].status)
+			if (probe_cache[be->id].status ||
+			    (!sd->self && !(probe_cache[be->id].caps &
+					    SOFTDIRTY_CAP_REMOTE)))
 				continue;
 			err = try_open(sd, be);
 			if (!err)
@@ -321,6 +349,9 @@ void softdirty_close(struct softdirty *sd)
 {
 	if (!sd)
 		return;
+	/* let it run before undoing anything (unregistering needs no stop) */
+	sd_inject_detach(sd->frozen);
+	sd->frozen = NULL;
 	sd->be->close(sd);
 	registry_release(sd->be->id, sd->pid);
 	tracker_free(sd);
@@ -342,6 +373,69 @@ static void clamp(uint64_t *start, uint64_t *end)
 	*end = *end > SD_ADDR_MAX ? SD_ADDR_MAX : PAGE_UP(*end);
 }
 
+/*
+ * The tracked process called execve(): its old address space, which our
+ * /proc files and the backend's state are bound to, is gone.  Start over on
+ * the new one with an empty baseline, so that all of it is reported new.
+ */
+static int restart_after_exec(struct softdirty *sd)
+{
+	int err;
+
+	sd->be->close(sd);
+	sd->priv = NULL;
+	close(sd->maps_fd);
+	close(sd->pagemap_fd);
+	sd->maps_fd = sd->pagemap_fd = -1;
+	sd_rset_clear(&sd->known);
+	err = open_proc_files(sd);
+	if (!err)
+		err = sd->be->open(sd);
+	if (err)
+		sd->broken = err;
+	return err;
+}
+
+/* An empty address space while the process lives: it has exec'd. */
+static bool execed(struct softdirty *sd)
+{
+	if (sd->self || syscall(SYS_pidfd_send_signal, sd->pidfd, 0, NULL, 0))
+		return false;
+	if (sd_maps_read(&sd->maps, sd->maps_fd) || sd->maps.n)
+		return false;
+	/* a zombie has no address space either: see if a new one is there */
+	{
+		int fd = open_proc(sd->pid, "maps", O_RDONLY);
+		struct sd_maps m = { 0 };
+		bool fresh;
+
+		if (fd < 0)
+			return false;
+		fresh = !sd_maps_read(&m, fd) && m.n;
+		sd_maps_free(&m);
+		close(fd);
+		return fresh;
+	}
+}
+
+static int collect_locked(struct softdirty *sd, uint64_t start, uint64_t end,
+			  struct sd_out *o, bool reset)
+{
+	int err;
+
+	if (sd->broken)
+		return sd->broken;
+	err = sd->be->collect(sd, start, end, o, reset);
+	if (err != -ESRCH || !execed(sd))
+		return err;
+	err = restart_after_exec(sd);
+	if (err)
+		return err;
+	o->n = 0;
+	o->full = false;
+	return sd->be->collect(sd, start, end, o, reset);
+}
+
 int softdirty_reset(struct softdirty *sd)
 {
 	struct sd_out discard = { .discard = true };
@@ -350,7 +444,35 @@ int softdirty_reset(struct softdirty *sd)
 	if (!sd)
 		return -EINVAL;
 	pthread_mutex_lock(&sd->lock);
-	err = sd->be->collect(sd, 0, SD_ADDR_MAX, &discard, true);
+	err = collect_locked(sd, 0, SD_ADDR_MAX, &discard, true);
+	pthread_mutex_unlock(&sd->lock);
+	return err;
+}
+
+int softdirty_freeze(struct softdirty *sd)
+{
+	int err;
+
+	if (!sd || sd->self)
+		return -EINVAL;
+	pthread_mutex_lock(&sd->lock);
+	err = sd->frozen ? -EBUSY : sd_inject_attach(&sd->frozen, sd->pid);
+	pthread_mutex_unlock(&sd->lock);
+	return err;
+}
+
+int softdirty_thaw(struct softdirty *sd)
+{
+	int err = -EINVAL;
+
+	if (!sd)
+		return -EINVAL;
+	pthread_mutex_lock(&sd->lock);
+	if (sd->frozen) {
+		sd_inject_detach(sd->frozen);
+		sd->frozen = NULL;
+		err = 0;
+	}
 	pthread_mutex_unlock(&sd->lock);
 	return err;
 }
@@ -373,7 +495,7 @@ long softdirty_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 		return 0;
 	}
 	pthread_mutex_lock(&sd->lock);
-	err = sd->be->collect(sd, s, e, &o, flags & SOFTDIRTY_COLLECT_RESET);
+	err = collect_locked(sd, s, e, &o, flags & SOFTDIRTY_COLLECT_RESET);
 	pthread_mutex_unlock(&sd->lock);
 	if (err && err != -ENOSPC)
 		return err;

@@ -25,6 +25,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "inject.h"
 #include "internal.h"
 #include "uapi.h"
 
@@ -87,19 +88,19 @@ static int uffd_features(uint64_t *features)
 	return err;
 }
 
-static int uffd_open_fd(uint64_t supported)
+/* The UFFDIO_API handshake on @fd (closed on failure). */
+static int uffd_api(int fd, uint64_t supported)
 {
 	struct uffdio_api api = {
 		.api = UFFD_API,
 		.features = WANT_FEATURES | (supported & OPT_FEATURES),
 	};
-	int fd = uffd_create();
+	int err;
 
 	if (fd < 0)
 		return fd;
 	if (ioctl(fd, UFFDIO_API, &api)) {
-		int err = -errno;
-
+		err = -errno;
 		close(fd);
 		return err;
 	}
@@ -507,8 +508,6 @@ static int uffd_open(struct softdirty *sd)
 	struct uffd_priv *p;
 	int fd;
 
-	if (!sd->self)
-		return -EOPNOTSUPP;
 	pthread_once(&features_once, features_init);
 	if (features_err)
 		return features_err;
@@ -516,7 +515,15 @@ static int uffd_open(struct softdirty *sd)
 	p = sd_kmem_alloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	fd = uffd_open_fd(features_supported);
+	/*
+	 * Another process: the userfaultfd is created inside it (the kernel
+	 * ties one to the mm of its creator), and registration,
+	 * write-protection and PAGEMAP_SCAN then act on it from here.
+	 */
+	fd = uffd_api(sd->self ? uffd_create()
+			       : sd_inject_userfaultfd(sd->pid, sd->frozen,
+						       O_CLOEXEC | O_NONBLOCK),
+		      features_supported);
 	if (fd < 0) {
 		sd_kmem_free(p, sizeof(*p));
 		return fd;
@@ -595,7 +602,7 @@ static void uffd_probe(struct softdirty_probe_result *r)
 		return;
 	}
 	r->status = -ENOTSUP;
-	fd = uffd_open_fd(features_supported);
+	fd = uffd_api(uffd_create(), features_supported);
 	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	m = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -643,6 +650,9 @@ static void uffd_probe(struct softdirty_probe_result *r)
 	n = sd_pm_scan(pm, &a);
 	r->status = 0;
 	r->caps = sd_backend_uffd.caps;
+#ifdef SD_INJECT_ARCH
+	r->caps |= SOFTDIRTY_CAP_REMOTE;
+#endif
 	if (n == 1 && vec[0].start == (uintptr_t)m + 2 * PAGE_SZ)
 		r->caps |= SOFTDIRTY_CAP_REGROWN;
 	snprintf(r->reason, sizeof(r->reason),

@@ -187,7 +187,7 @@ static void run(struct verdict *v)
 		V(v, false, "spawn target: %s", strerror(-err));
 		goto out;
 	}
-	fd = sd_inject_userfaultfd(c.pid, O_CLOEXEC | O_NONBLOCK);
+	fd = sd_inject_userfaultfd(c.pid, NULL, O_CLOEXEC | O_NONBLOCK);
 	if (fd == -ENOSYS || fd == -EOPNOTSUPP) {
 		v->skip = 77;
 		snprintf(v->why, sizeof(v->why), "userfaultfd: %s",
