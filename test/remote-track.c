@@ -79,9 +79,17 @@ static void target_main(const char *exe, int in, int out)
 
 	t_in = in;
 	t_out = out;
-	region = mmap(NULL, NPAGES * PG, PROT_READ | PROT_WRITE,
+	/*
+	 * Guard pages on both sides: a thread stack mapped next to the
+	 * region would merge with it, and the kernel marks a merged VMA
+	 * soft-dirty as a whole (VM_SOFTDIRTY), which is not what we test.
+	 */
+	region = mmap(NULL, (NPAGES + 2) * PG, PROT_NONE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (region == MAP_FAILED)
+		_exit(2);
+	region += PG;
+	if (mprotect((char *)region, NPAGES * PG, PROT_READ | PROT_WRITE))
 		_exit(2);
 	memset((char *)region, 1, NPAGES * PG);
 	base = (uint64_t)(uintptr_t)region;
