@@ -49,7 +49,9 @@ start=$(date +%s)
 export SOFTDIRTY_EXPECT=${SOFTDIRTY_HOST_EXPECT:-nosd,scan,wpasync}
 run_host gcc CC=gcc
 run_host clang CC=clang
-# ASan reserves terabytes of shadow; the tests are slower, not different
+# ASan reserves terabytes of shadow; the tests are slower (2-4x), not
+# different, so they get a longer per-program timeout.
+SOFTDIRTY_TEST_TIMEOUT=${SOFTDIRTY_TEST_TIMEOUT:-480} \
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 run_host asan CC=clang SAN=1 CFLAGS="-O1 -g"
