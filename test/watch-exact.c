@@ -366,6 +366,9 @@ static bool has_uffd(pid_t pid)
 
 /* ---------- per backend ---------- */
 
+static bool long_done;
+static void long_run(const struct td_backend *be);
+
 static const uint32_t bursts[] = { 1, 7, NPAGES, 0, 33, 12, 5 };
 
 static void exact(const struct td_backend *be, void *ctx)
@@ -554,6 +557,11 @@ static void exact(const struct td_backend *be, void *ctx)
 		td_child_reap(&w, NULL);
 	}
 
+	if (!long_done) {
+		long_done = true;
+		long_run(be);
+	}
+
 	/* -- COMMAND: its exit status */
 	{
 		char *a4[] = { "--backend", (char *)be->name, "--json",
@@ -571,6 +579,86 @@ static void exact(const struct td_backend *be, void *ctx)
 		tap_ok(summary && rc == 7, "%s: -- COMMAND: watch exits with its "
 		       "status (7: %d) after the summary %s", be->name, rc, msg);
 	}
+}
+
+/* ---------- a long run: the heatmap stays bounded ---------- */
+
+#define LONG_STEPS	450
+
+/*
+ * More intervals than columns (the first one empty): columns merge, the image keeps at most 200
+ * columns (distinct x of its cells) and every written page is still in it.
+ */
+static void long_run(const struct td_backend *be)
+{
+	char pidstr[16], svg[PATH_MAX], msg[4096];
+	char *args[] = { "--backend", (char *)be->name, "--json",
+			 "--step-fd", "3", "--heatmap", svg, pidstr, NULL };
+	char xs[2048] = { 0 };
+	size_t cols = 0, bad = 0;
+	uint64_t base, inregion = 0;
+	struct td_child w;
+	struct run r;
+	const char *l = NULL;
+	char *s = NULL;
+	FILE *f;
+	int rc;
+
+	if (td_child_spawn(&w, workload) ||
+	    read(w.from, &base, sizeof(base)) != sizeof(base))
+		tap_bail("workload: %s", strerror(errno));
+	snprintf(pidstr, sizeof(pidstr), "%d", (int)w.pid);
+	snprintf(svg, sizeof(svg), "/tmp/softdirty-watch-long-%d.svg",
+		 (int)getpid());
+	run_start(&r, 0, args);
+	/* attached: the first line is out (an interval without writes) */
+	if (!step(&r) || !next_line(&r))
+		tap_bail("%s: long run: watch gone", be->name);
+	for (int i = 0; i < LONG_STEPS; i++)
+		if (!burst(&w, 1) || !step(&r) || !(l = next_line(&r)))
+			tap_bail("%s: long run: workload or watch gone", be->name);
+	rc = run_end(&r, msg, sizeof(msg));
+	f = fopen(svg, "re");
+	if (f) {
+		size_t n = 0, cap = 0;
+		ssize_t k;
+		char *line = NULL;
+		bool in = false;
+		char pat[96];
+
+		snprintf(pat, sizeof(pat), "data-start=\"0x%" PRIx64 "\"", base);
+		while ((k = getline(&line, &cap, f)) > 0) {
+			unsigned x;
+			const char *t;
+
+			if (strstr(line, "<g class=\"region\""))
+				in = strstr(line, pat) != NULL;
+			if (sscanf(line, "<rect x=\"%u\"", &x) == 1) {
+				if (x < sizeof(xs) && !xs[x]) {
+					xs[x] = 1;
+					cols++;
+				} else if (x >= sizeof(xs)) {
+					bad++;
+				}
+				t = strstr(line, "<title>");
+				if (in && t)
+					inregion += strtoull(t + 7, NULL, 10);
+			}
+			n += (size_t)k;
+		}
+		free(line);
+		fclose(f);
+		s = (char *)1;
+		(void)n;
+	}
+	tap_ok(rc == 0 && s && cols > 0 && cols <= 200 && !bad,
+	       "%s: %d intervals: the heatmap has %zu columns (at most 200)",
+	       be->name, LONG_STEPS, cols);
+	tap_ok(inregion == LONG_STEPS, "%s: its cells of the workload region "
+	       "add up to the pages written (%" PRIu64 " of %d)", be->name,
+	       inregion, LONG_STEPS);
+	unlink(svg);
+	td_child_reap(&w, NULL);
 }
 
 /* ---------- errors ---------- */

@@ -244,44 +244,49 @@ struct region {
 
 struct heatmap {
 	struct hm_col col[HM_COLS];
+	struct hm_col scratch;	/* the interval being collected */
 	unsigned int ncols;
 	unsigned int per_col;	/* intervals per column (a power of 2) */
 	unsigned int in_col;	/* intervals in the last column so far */
 	unsigned int shift;	/* pages per bucket: 1 << shift */
-	size_t entries;
 	struct region *reg;	/* union of every mapping seen, sorted */
 	size_t nreg, capreg;
 };
 
-static void col_add(struct hm_col *c, uint64_t key, uint64_t pages,
-		    size_t *entries)
+/* Append to a column built in key order (equal keys add up). */
+static void col_append(struct hm_col *c, uint64_t key, uint64_t pages)
 {
-	size_t lo = 0, hi = c->n;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (c->v[mid].key < key)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < c->n && c->v[lo].key == key) {
-		c->v[lo].pages += pages;
+	if (c->n && c->v[c->n - 1].key == key) {
+		c->v[c->n - 1].pages += pages;
 		return;
 	}
 	if (c->n == c->cap) {
 		c->cap = c->cap ? 2 * c->cap : 64;
 		c->v = xrealloc(c->v, c->cap * sizeof(*c->v));
 	}
-	memmove(c->v + lo + 1, c->v + lo, (c->n - lo) * sizeof(*c->v));
-	c->v[lo] = (struct hm_entry){ key, pages };
-	c->n++;
-	(*entries)++;
+	c->v[c->n++] = (struct hm_entry){ key, pages };
+}
+
+/* a += b, both in key order, in one pass; b is emptied. */
+static void col_merge(struct hm_col *a, struct hm_col *b)
+{
+	struct hm_col m = { 0 };
+	size_t i = 0, j = 0;
+
+	while (i < a->n || j < b->n) {
+		if (j == b->n || (i < a->n && a->v[i].key <= b->v[j].key))
+			col_append(&m, a->v[i].key, a->v[i].pages), i++;
+		else
+			col_append(&m, b->v[j].key, b->v[j].pages), j++;
+	}
+	free(a->v);
+	free(b->v);
+	*a = m;
+	memset(b, 0, sizeof(*b));
 }
 
 /* Merge a column's entries into buckets one bit wider. */
-static void col_widen(struct hm_col *c, size_t *entries)
+static void col_widen(struct hm_col *c)
 {
 	size_t j = 0;
 
@@ -290,23 +295,11 @@ static void col_widen(struct hm_col *c, size_t *entries)
 
 		if (j && c->v[j - 1].key == k) {
 			c->v[j - 1].pages += c->v[i].pages;
-			(*entries)--;
 		} else {
 			c->v[j++] = (struct hm_entry){ k, c->v[i].pages };
 		}
 	}
 	c->n = j;
-}
-
-/* Fold column b into a (same bucket width). */
-static void col_merge(struct hm_col *a, struct hm_col *b, size_t *entries)
-{
-	for (size_t i = 0; i < b->n; i++) {
-		(*entries)--;
-		col_add(a, b->v[i].key, b->v[i].pages, entries);
-	}
-	free(b->v);
-	memset(b, 0, sizeof(*b));
 }
 
 static void hm_next_interval(struct heatmap *h)
@@ -319,7 +312,7 @@ static void hm_next_interval(struct heatmap *h)
 			struct hm_col a = h->col[2 * i], b = h->col[2 * i + 1];
 
 			memset(&h->col[2 * i], 0, 2 * sizeof(a));
-			col_merge(&a, &b, &h->entries);
+			col_merge(&a, &b);
 			h->col[i] = a;
 		}
 		h->ncols = HM_COLS / 2;
@@ -330,23 +323,47 @@ static void hm_next_interval(struct heatmap *h)
 	h->in_col = 0;
 }
 
+/* Buckets twice as wide, everywhere. */
+static void hm_widen(struct heatmap *h)
+{
+	col_widen(&h->scratch);
+	for (unsigned i = 0; i < h->ncols; i++)
+		col_widen(&h->col[i]);
+	h->shift++;
+}
+
+static size_t hm_entries(const struct heatmap *h)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < h->ncols; i++)
+		n += h->col[i].n;
+	return n;
+}
+
+/* This interval's ranges, in address order, into the scratch column. */
 static void hm_add(struct heatmap *h, uint64_t pg, uint64_t end)
 {
-	struct hm_col *c = &h->col[h->ncols - 1];
-
 	while (pg < end) {
 		uint64_t lim = ((pg >> h->shift) + 1) << h->shift;
 
 		if (lim > end)
 			lim = end;
-		col_add(c, pg >> h->shift, lim - pg, &h->entries);
+		col_append(&h->scratch, pg >> h->shift, lim - pg);
 		pg = lim;
+		if (h->scratch.n > HM_MAX_ENTRIES)
+			hm_widen(h);	/* one interval that large: now */
 	}
-	while (h->entries > HM_MAX_ENTRIES) {
-		for (unsigned i = 0; i < h->ncols; i++)
-			col_widen(&h->col[i], &h->entries);
-		h->shift++;
-	}
+}
+
+/* The interval is complete: fold it into its column. */
+static void hm_end_interval(struct heatmap *h)
+{
+	col_merge(&h->col[h->ncols - 1], &h->scratch);
+	h->in_col++;
+	/* 52 bits of page number: one bucket holds everything */
+	while (hm_entries(h) > HM_MAX_ENTRIES && h->shift < 52)
+		hm_widen(h);
 }
 
 static const char *base_name(const char *name)
@@ -629,6 +646,7 @@ static void hm_free(struct heatmap *h)
 {
 	for (unsigned i = 0; i < HM_COLS; i++)
 		free(h->col[i].v);
+	free(h->scratch.v);
 	for (size_t r = 0; r < h->nreg; r++)
 		free(h->reg[r].label);
 	free(h->reg);
@@ -760,7 +778,7 @@ static int interval(struct watch *w, double t_prev, double *t_out)
 		addr = we;
 	} while (we != UINT64_MAX);
 	if (w->hm)
-		w->hm->in_col++;
+		hm_end_interval(w->hm);
 
 	t = now_s();
 	dt = t - t_prev;
