@@ -30,7 +30,9 @@
 #define HM_COLS		200
 #define HM_ROWS		200
 /* cap on stored (column, address bucket) counts before buckets widen */
+#ifndef HM_MAX_ENTRIES
 #define HM_MAX_ENTRIES	(1u << 21)
+#endif
 
 static volatile sig_atomic_t stop_sig;
 
@@ -351,7 +353,7 @@ static void hm_add(struct heatmap *h, uint64_t pg, uint64_t end)
 			lim = end;
 		col_append(&h->scratch, pg >> h->shift, lim - pg);
 		pg = lim;
-		if (h->scratch.n > HM_MAX_ENTRIES)
+		if (h->scratch.n > HM_MAX_ENTRIES && h->shift < 36)
 			hm_widen(h);	/* one interval that large: now */
 	}
 }
@@ -361,8 +363,8 @@ static void hm_end_interval(struct heatmap *h)
 {
 	col_merge(&h->col[h->ncols - 1], &h->scratch);
 	h->in_col++;
-	/* 52 bits of page number: one bucket holds everything */
-	while (hm_entries(h) > HM_MAX_ENTRIES && h->shift < 52)
+	/* 2^36 pages: one bucket holds a 48-bit address space */
+	while (hm_entries(h) > HM_MAX_ENTRIES && h->shift < 36)
 		hm_widen(h);
 }
 
@@ -371,6 +373,23 @@ static const char *base_name(const char *name)
 	const char *s = strrchr(name, '/');
 
 	return name[0] == '/' && s ? s + 1 : name;
+}
+
+/* A region is named after its first named mapping; " +" when it has more. */
+static void relabel(struct region *r, const char *name)
+{
+	size_t n = strlen(r->label);
+
+	if (!strcmp(name, "anon") || !strcmp(name, r->label) ||
+	    (n > 2 && !strcmp(r->label + n - 2, " +")))
+		return;
+	if (!strcmp(r->label, "anon")) {
+		free(r->label);
+		r->label = xstrdup(name);
+		return;
+	}
+	r->label = xrealloc(r->label, n + 3);
+	memcpy(r->label + n, " +", 3);
 }
 
 /* Add the current mappings to the union of regions. */
@@ -404,10 +423,7 @@ static void hm_regions(struct heatmap *h, const struct maps *m)
 			}
 			memmove(r + 1, h->reg + j, (h->nreg - j) * sizeof(*r));
 			h->nreg -= j - lo - 1;
-			if (!strcmp(r->label, "anon") && strcmp(m->v[i].name, "anon")) {
-				free(r->label);
-				r->label = xstrdup(base_name(m->v[i].name));
-			}
+			relabel(r, base_name(m->v[i].name));
 			continue;
 		}
 		if (h->nreg == h->capreg) {
@@ -497,6 +513,68 @@ static void xml_text(FILE *f, const char *s)
 	}
 }
 
+/* First page of row k (of n) of a region of @pages pages from @start. */
+static uint64_t row_start(uint64_t start, uint64_t pages, size_t k, size_t n)
+{
+	return start + (uint64_t)((double)pages * k / n);
+}
+
+/*
+ * Spread @v pages written somewhere in pages [s, e) over the rows that
+ * map them, in proportion (a bucket wider than a row, or over several
+ * regions, is taken as written evenly; single pages land whole).
+ */
+static void hm_spread(const struct heatmap *h, const size_t *row0,
+		      const size_t *nr, double *cell, size_t stride,
+		      uint64_t s, uint64_t e, double v)
+{
+	size_t lo = 0, hi = h->nreg;
+	uint64_t mapped = 0;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (h->reg[mid].end >> PGSHIFT <= s)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t r = lo; r < h->nreg && h->reg[r].start >> PGSHIFT < e; r++) {
+			uint64_t rs = h->reg[r].start >> PGSHIFT;
+			uint64_t rp = (h->reg[r].end >> PGSHIFT) - rs;
+			uint64_t a = s > rs ? s : rs;
+			uint64_t b = e < rs + rp ? e : rs + rp;
+			size_t k;
+
+			if (!pass) {
+				mapped += b - a;
+				continue;
+			}
+			/* the row holding page a, then on while rows start before b */
+			k = (size_t)((double)(a - rs) * nr[r] / rp);
+			while (k > 0 && row_start(rs, rp, k, nr[r]) > a)
+				k--;
+			while (k + 1 < nr[r] && row_start(rs, rp, k + 1, nr[r]) <= a)
+				k++;
+			for (; k < nr[r] && row_start(rs, rp, k, nr[r]) < b; k++) {
+				uint64_t x = row_start(rs, rp, k, nr[r]);
+				uint64_t y = row_start(rs, rp, k + 1, nr[r]);
+
+				if (x < a)
+					x = a;
+				if (y > b)
+					y = b;
+				if (y > x)
+					cell[(row0[r] + k) * stride] +=
+						v * (double)(y - x) / (double)mapped;
+			}
+		}
+		if (!mapped)
+			return;	/* unmapped before we looked */
+	}
+}
+
 /*
  * Rows: every region at least one, the rest by size.  A bucket counts in
  * the region and row holding its first mapped page.
@@ -506,7 +584,8 @@ static int hm_write(struct heatmap *h, const char *path, pid_t pid,
 {
 	enum { LEFT = 230, TOP = 30, CW_MAX = 40, RH = 3 };
 	size_t nrows = 0, *row0, *nr, r;
-	uint64_t total = 0, *cell, cmax = 0;
+	uint64_t total = 0;
+	double *cell, cmax = 0;
 	unsigned int cw = h->ncols ? 1000 / h->ncols : 1;
 	char *tmp;
 	FILE *f;
@@ -526,6 +605,8 @@ static int hm_write(struct heatmap *h, const char *path, pid_t pid,
 
 		nr[r] = 1 + (size_t)((double)(HM_ROWS - h->nreg) * pages /
 				     (total ? total : 1));
+		if (nr[r] > pages)
+			nr[r] = pages;	/* a row holds whole pages */
 		row0[r] = nrows;
 		nrows += nr[r];
 	}
@@ -535,35 +616,15 @@ static int hm_write(struct heatmap *h, const char *path, pid_t pid,
 		free(nr);
 		return -ENOMEM;
 	}
-	for (unsigned c = 0; c < h->ncols; c++) {
-		for (size_t i = 0; i < h->col[c].n; i++) {
-			uint64_t s = h->col[c].v[i].key << (h->shift + PGSHIFT);
-			uint64_t e = s + (1ULL << (h->shift + PGSHIFT));
-			size_t lo = 0, hi = h->nreg, row;
-			const struct region *g;
-
-			while (lo < hi) {
-				size_t mid = (lo + hi) / 2;
-
-				if (h->reg[mid].end <= s)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			if (lo == h->nreg || h->reg[lo].start >= e)
-				continue;	/* unmapped before we looked */
-			g = &h->reg[lo];
-			if (s < g->start)
-				s = g->start;
-			row = row0[lo] + (size_t)((double)(s - g->start) * nr[lo] /
-						  (g->end - g->start));
-			if (row >= row0[lo] + nr[lo])
-				row = row0[lo] + nr[lo] - 1;
-			cell[row * h->ncols + c] += h->col[c].v[i].pages;
-			if (cell[row * h->ncols + c] > cmax)
-				cmax = cell[row * h->ncols + c];
-		}
-	}
+	for (unsigned c = 0; c < h->ncols; c++)
+		for (size_t i = 0; i < h->col[c].n; i++)
+			hm_spread(h, row0, nr, cell + c, h->ncols,
+				  h->col[c].v[i].key << h->shift,
+				  (h->col[c].v[i].key + 1) << h->shift,
+				  (double)h->col[c].v[i].pages);
+	for (size_t k = 0; k < nrows * h->ncols; k++)
+		if (cell[k] > cmax)
+			cmax = cell[k];
 
 	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0) {
 		free(cell);
@@ -585,7 +646,7 @@ static int hm_write(struct heatmap *h, const char *path, pid_t pid,
 		"gaps removed) against time</title>\n", (int)pid);
 	fprintf(f, "<rect width=\"%u\" height=\"%u\" fill=\"white\"/>\n", w, hgt);
 	fprintf(f, "<text x=\"4\" y=\"14\" font-size=\"12\">pid %d: pages "
-		"written per %.3g s (0: per step) x %llu KiB cell, max %" PRIu64
+		"written per %.3g s (0: per step) and %llu KiB, max %.4g"
 		"</text>\n",
 		(int)pid, step_s * h->per_col,
 		(unsigned long long)(4ULL << h->shift), cmax);
@@ -607,14 +668,15 @@ static int hm_write(struct heatmap *h, const char *path, pid_t pid,
 		}
 		for (size_t row = row0[r]; row < row0[r] + nr[r]; row++) {
 			for (unsigned c = 0; c < h->ncols; c++) {
-				uint64_t v = cell[row * h->ncols + c];
+				double v = cell[row * h->ncols + c];
 				char col[8];
 
 				if (!v)
 					continue;
-				colour(log2p1(v) / log2p1(cmax), col);
+				colour(log2p1((uint64_t)(v + 0.5)) /
+				       log2p1((uint64_t)(cmax + 0.5)), col);
 				fprintf(f, "<rect x=\"%u\" y=\"%zu\" width=\"%u\" "
-					"height=\"%u\" fill=\"%s\"><title>%" PRIu64
+					"height=\"%u\" fill=\"%s\"><title>%.4g"
 					"</title></rect>\n", LEFT + c * cw,
 					TOP + row * RH, cw, RH, col, v);
 			}
