@@ -201,6 +201,12 @@ out:
 	close(from[0]);
 }
 
+/*
+ * Attach and detach on a small idle process (blocked in read(2)): the
+ * fixed cost, injection included.  Median of @reps into *at, *dt.
+ */
+static int attach_small(const char *backend, int reps, double *at, double *dt);
+
 static int cmp_d(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -212,6 +218,47 @@ static double median(double *v, int n)
 {
 	qsort(v, n, sizeof(*v), cmp_d);
 	return n & 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int attach_small(const char *backend, int reps, double *at, double *dt)
+{
+	struct softdirty_opts o = { .sz = sizeof(o), .backend = backend };
+	double a[MAX_REPS], d[MAX_REPS];
+	int p[2], err = 0;
+	pid_t pid;
+	char c;
+
+	if (pipe(p))
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		close(p[1]);
+		if (read(p[0], &c, 1) < 0)
+			_exit(3);
+		_exit(0);
+	}
+	close(p[0]);
+	for (int k = 0; k < reps && !err; k++) {
+		struct softdirty *sd;
+		double t = now_s();
+
+		err = softdirty_open(&sd, pid, &o);
+		a[k] = now_s() - t;
+		if (err)
+			break;
+		t = now_s();
+		softdirty_close(sd);
+		d[k] = now_s() - t;
+	}
+	close(p[1]);
+	waitpid(pid, NULL, 0);
+	if (err)
+		return err;
+	*at = median(a, reps);
+	*dt = median(d, reps);
+	return 0;
 }
 
 int main(void)
@@ -312,6 +359,57 @@ int main(void)
 			       intervals[i], med_w, med_q, q[0], q[m - 1], med_c,
 			       med_m * 1e3, med_a * 1e3, med_d * 1e3);
 		}
+	}
+	printf("\nAttach and detach on a small idle process (blocked in "
+	       "read(2), a few MiB mapped), median of %d:\n\n", reps);
+	printf("| backend | attach (softdirty_open) | detach (softdirty_close) |\n");
+	printf("|---|---|---|\n");
+	for (int b = 0; b < 3; b++) {
+		double at, dt;
+		int err;
+
+		if (!works[b])
+			continue;
+		err = attach_small(names[b], reps, &at, &dt);
+		if (err)
+			printf("| %s | failed: %s | |\n", names[b], strerror(-err));
+		else
+			printf("| %s | %.2f ms | %.3f ms |\n", names[b], at * 1e3,
+			       dt * 1e3);
+	}
+	printf("\nAttach and detach on a small idle process (blocked in "
+	       "read(2), a few MiB mapped), median of %d:\n\n", reps);
+	printf("| backend | attach (softdirty_open) | detach (softdirty_close) |\n");
+	printf("|---|---|---|\n");
+	for (int b = 0; b < 3; b++) {
+		double at, dt;
+		int err;
+
+		if (!works[b])
+			continue;
+		err = attach_small(names[b], reps, &at, &dt);
+		if (err)
+			printf("| %s | failed: %s | |\n", names[b], strerror(-err));
+		else
+			printf("| %s | %.2f ms | %.3f ms |\n", names[b], at * 1e3,
+			       dt * 1e3);
+	}
+	printf("\nAttach and detach on a small idle process (blocked in "
+	       "read(2), a few MiB mapped), median of %d:\n\n", reps);
+	printf("| backend | attach (softdirty_open) | detach (softdirty_close) |\n");
+	printf("|---|---|---|\n");
+	for (int b = 0; b < 3; b++) {
+		double at, dt;
+		int err;
+
+		if (!works[b])
+			continue;
+		err = attach_small(names[b], reps, &at, &dt);
+		if (err)
+			printf("| %s | failed: %s | |\n", names[b], strerror(-err));
+		else
+			printf("| %s | %.2f ms | %.3f ms |\n", names[b], at * 1e3,
+			       dt * 1e3);
 	}
 	return 0;
 }
