@@ -8,6 +8,7 @@
 
 #include "softdirty.h"
 #include "run.h"
+#include "commands.h"
 
 static const char *const cap_names[] = {
 	"self", "remote", "kernel-writes", "exact", "contents", "regrown",
@@ -105,6 +106,9 @@ static void usage(FILE *f)
 		"  run [--] COMMAND [ARGS...]\n"
 		"                   run COMMAND with libsoftdirty-preload.so: the kernel's\n"
 		"                   soft-dirty files work in it on any kernel\n"
+		"  watch [--interval MS] [--backend NAME] [--json] [--heatmap FILE.svg]\n"
+		"        (PID | -- COMMAND [ARGS...])\n"
+		"                   what another process writes, every interval\n"
 		"  version          print the version\n"
 		"\n"
 		"See softdirty(1).\n");
@@ -120,6 +124,8 @@ int main(int argc, char **argv)
 		return cmd_probe(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "run"))
 		return softdirty_cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "watch"))
+		return cmd_watch(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("softdirty %d.%d\n", SOFTDIRTY_VERSION_MAJOR,
 		       SOFTDIRTY_VERSION_MINOR);
