@@ -460,7 +460,7 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	size_t i;
 	int err;
 
-	err = sd_refresh_maps(sd);
+	err = sd_refresh_maps_range(sd, start, end);
 	if (!err)
 		err = find_unregistered(sd, p, start, end);
 	if (err)
