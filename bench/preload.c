@@ -14,17 +14,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "softdirty.h"
+#include "uapi.h"
 
 #define PG	4096UL
 #define ROUNDS	20
@@ -71,17 +75,106 @@ static void dirty_some(char *p, size_t len, int round)
 		p[off]++;
 }
 
+/* Read sizes, in pages (the whole region last); small ones are looped. */
+static const size_t sizes[] = { 1, 8, 64, 128, 256, 16384 };
+#define NSIZES	(sizeof(sizes) / sizeof(sizes[0]) + 1)
+
+static size_t loops(size_t pages)
+{
+	return pages > 16384 ? 1 : pages > 256 ? 4 : 64;
+}
+
+/* Mean time of one pread of @pages entries at @off, @k times in a row. */
+static double time_read(int pm, uint64_t *buf, size_t pages, off_t off,
+			bool raw)
+{
+	size_t k = loops(pages), i;
+	double t = now();
+
+	for (i = 0; i < k; i++) {
+		long r = raw ? syscall(SYS_pread64, (long)pm, buf,
+				       (long)(pages * 8), (long)off)
+			     : pread(pm, buf, pages * 8, off);
+
+		if (r != (long)(pages * 8))
+			exit(1);
+	}
+	return (now() - t) / (double)k;
+}
+
+/*
+ * What each kernel call of the shim's 1-page read costs here, against the
+ * kernel's own 1-page pagemap read: the shim makes that read plus an fstat
+ * (is the fd still ours), a PROCMAP_QUERY (the VMA of the page) and two
+ * PAGEMAP_SCANs (unregistered parts, written pages).  Mean of 2000 each.
+ */
+static void call_costs(int pm, char *p)
+{
+	struct page_region r;
+	struct pm_scan_arg unreg = {
+		.size = sizeof(unreg), .start = (uintptr_t)p,
+		.end = (uintptr_t)p + PG, .vec = (uintptr_t)&r, .vec_len = 1,
+		.category_inverted = PAGE_IS_WPALLOWED,
+		.category_mask = PAGE_IS_WPALLOWED,
+		.return_mask = PAGE_IS_WPALLOWED,
+	};
+	struct pm_scan_arg written = {
+		.size = sizeof(written), .start = (uintptr_t)p,
+		.end = (uintptr_t)p + PG, .vec = (uintptr_t)&r, .vec_len = 1,
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
+	struct procmap_query q = {
+		.size = sizeof(q), .query_addr = (uintptr_t)p,
+		.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+	};
+	int maps = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps",
+				O_RDONLY);
+	const char *what[] = { "getppid (an empty syscall)",
+			       "pread of 1 pagemap entry (the kernel's read)",
+			       "fstat of the pagemap fd",
+			       "PROCMAP_QUERY of the page's VMA",
+			       "PAGEMAP_SCAN, unregistered, 1 page",
+			       "PAGEMAP_SCAN, written, 1 page" };
+	uint64_t e;
+	struct stat st;
+	int c, i;
+
+	for (c = 0; c < 6; c++) {
+		double t = now();
+
+		for (i = 0; i < 2000; i++) {
+			switch (c) {
+			case 0: syscall(SYS_getppid); break;
+			case 1: syscall(SYS_pread64, (long)pm, &e, 8L,
+					(long)((uintptr_t)p / PG * 8)); break;
+			case 2: (void)!fstat(pm, &st); break;
+			case 3: (void)!ioctl(maps, PROCMAP_QUERY, &q); break;
+			case 4: (void)!ioctl(pm, PAGEMAP_SCAN, &unreg); break;
+			case 5: (void)!ioctl(pm, PAGEMAP_SCAN, &written); break;
+			}
+		}
+		printf("shim: call cost: %-45s %6.2f us\n", what[c],
+		       (now() - t) / 2000 * 1e6);
+	}
+	close(maps);
+}
+
 /* In the shim: clears and reads through the kernel interface. */
 static int run_shim(size_t len)
 {
-	double clr[ROUNDS], shim[ROUNDS], kern[ROUNDS], t;
-	size_t n = len / PG;
+	double clr[ROUNDS], shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS], t;
+	size_t n = len / PG, sz[NSIZES], ns = 0;
 	uint64_t *buf = malloc(n * 8);
 	char *p = workload(len);
 	int pm, cr, i;
 	off_t off = (off_t)((uintptr_t)p / PG * 8);
-	size_t k, set = 0;
+	size_t j, k, set = 0;
 
+	for (j = 0; j < NSIZES - 1; j++)
+		if (sizes[j] < n)
+			sz[ns++] = sizes[j];
+	sz[ns++] = n;
 	pm = open("/proc/self/pagemap", O_RDONLY);
 	cr = open("/proc/self/clear_refs", O_WRONLY);
 	if (!buf || pm < 0 || cr < 0) {
@@ -92,27 +185,34 @@ static int run_shim(size_t len)
 		return 1;
 	for (i = 0; i < ROUNDS; i++) {
 		dirty_some(p, len, i);
-		t = now();
-		if (pread(pm, buf, n * 8, off) != (ssize_t)(n * 8))
-			return 1;
-		shim[i] = now() - t;
-		for (k = 0, set = 0; k < n; k++)
-			set += !!(buf[k] & SOFTDIRTY_PM_SOFT_DIRTY);
-		t = now();
-		if (syscall(SYS_pread64, (long)pm, buf, (long)(n * 8),
-			    (long)off) != (long)(n * 8))
-			return 1;
-		kern[i] = now() - t;
+		/* the program's own buffer, written before it reads */
+		memset(buf, 0, n * 8);
+		/* the same reads in the same state: shim and kernel alternate */
+		for (j = 0; j < ns; j++) {
+			shim[j][i] = time_read(pm, buf, sz[j], off, false);
+			if (sz[j] == n)
+				for (k = 0, set = 0; k < n; k++)
+					set += !!(buf[k] & SOFTDIRTY_PM_SOFT_DIRTY);
+			kern[j][i] = time_read(pm, buf, sz[j], off, true);
+		}
 		t = now();
 		if (write(cr, "4", 1) != 1)
 			return 1;
 		clr[i] = now() - t;
 	}
-	printf("shim: pagemap read %zu MiB: %.3f ms via shim, %.3f ms kernel "
-	       "(%zu of %zu pages soft-dirty)\n", len >> 20,
-	       median(shim, ROUNDS) * 1e3, median(kern, ROUNDS) * 1e3, set, n);
-	printf("shim: speed ratio shim/kernel = %.2f (>= 0.5 required)\n",
-	       median(kern, ROUNDS) / median(shim, ROUNDS));
+	printf("shim: %zu of %zu pages soft-dirty in the whole read\n", set, n);
+	for (j = 0; j < ns; j++) {
+		double a = median(shim[j], ROUNDS), b = median(kern[j], ROUNDS);
+
+		printf("shim: pagemap read %6zu pages (%8.3f MiB): %9.2f us via "
+		       "shim, %9.2f us kernel, ratio shim/kernel speed %.2f\n",
+		       sz[j], (double)sz[j] * PG / 1048576.0, a * 1e6, b * 1e6,
+		       b / a);
+	}
+	printf("shim: speed ratio shim/kernel = %.2f for the whole region "
+	       "(>= 0.5 required)\n",
+	       median(kern[ns - 1], ROUNDS) / median(shim[ns - 1], ROUNDS));
+	call_costs(pm, p);
 	printf("shim: clear via clear_refs %.3f ms\n", median(clr, ROUNDS) * 1e3);
 	printf("CLEAR_SHIM_MS %.6f\n", median(clr, ROUNDS) * 1e3);
 	return 0;

@@ -210,6 +210,12 @@ static pthread_mutex_t glock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int mode = M_UNKNOWN;
 static struct softdirty *tracker;	/* NULL: all dirty (before a clear) */
 static pid_t tracker_pid;
+/*
+ * 1 in the process that opened the tracker: a MADV_WIPEONFORK page reads 0
+ * in any child with a copy of our memory (fork, or a raw clone without
+ * CLONE_VM, which runs no atfork handler), without a getpid() per read.
+ */
+static volatile char *same_mm;
 static bool tracker_uffd;
 /* the tracker's own fds: the program cannot close what it never opened */
 static int priv_fd[16];
@@ -314,7 +320,7 @@ static void drop_tracker_locked(void)
 
 static void check_pid_locked(void)
 {
-	if (tracker && tracker_pid != getpid())
+	if (tracker && (same_mm ? !*same_mm : tracker_pid != getpid()))
 		drop_tracker_locked();
 }
 
@@ -395,6 +401,18 @@ static int reset_locked(void)
 		return err;
 	}
 	tracker_pid = getpid();
+	if (!same_mm) {
+		void *m = mmap(NULL, PAGE_SZ, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		/* before 4.14: getpid() at every read */
+		if (m != MAP_FAILED && madvise(m, PAGE_SZ, MADV_WIPEONFORK))
+			munmap(m, PAGE_SZ);
+		else if (m != MAP_FAILED)
+			same_mm = m;
+	}
+	if (same_mm)
+		*same_mm = 1;
 	tracker_uffd = !strcmp(softdirty_backend(tracker), "uffd");
 	/* new fds that are the tracker's, not another thread's */
 	after = list_fds(&na);

@@ -686,7 +686,7 @@ static int hash_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	uint64_t done;
 	int err;
 
-	err = sd_refresh_maps(sd);
+	err = sd_refresh_maps_range(sd, start, end);
 	if (err)
 		return err;
 	p->nn = 0;

@@ -55,10 +55,17 @@ struct sd_maps {
 	size_t n, cap;
 	char *buf;
 	size_t buf_cap;
+	bool text_only;		/* no PROCMAP_QUERY (before 6.11): text */
 };
 
 /* Read @fd (an open /proc/PID/maps) from offset 0. */
 MUST_CHECK int sd_maps_read(struct sd_maps *m, int fd);
+/*
+ * Only the VMAs that intersect [start, end) (whole, not clipped): one
+ * PROCMAP_QUERY each, or the text filtered where the kernel lacks it.
+ */
+MUST_CHECK int sd_maps_read_range(struct sd_maps *m, int fd, uint64_t start,
+				  uint64_t end);
 void sd_maps_free(struct sd_maps *m);
 /* Special mappings nobody can track or write: [vvar], [vdso], [vsyscall]. */
 bool sd_vma_special(const struct sd_vma *v);
@@ -147,6 +154,13 @@ extern const struct sd_backend sd_backend_hash;
 
 /* Re-read sd->maps. */
 MUST_CHECK int sd_refresh_maps(struct softdirty *sd);
+/*
+ * Re-read the part of sd->maps that [start, end) needs: the VMAs that
+ * intersect it, at least (all of them for another process or the whole
+ * address space).  Whatever uses sd->maps must clip to [start, end).
+ */
+MUST_CHECK int sd_refresh_maps_range(struct softdirty *sd, uint64_t start,
+				     uint64_t end);
 /*
  * After a reset of [start, end): the baseline there becomes what is
  * mapped now (sd->maps).  Cannot fail: out of memory, the baseline is

@@ -216,10 +216,11 @@ static int kernel_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	size_t i;
 	int err;
 
-	err = sd_refresh_maps(sd);
+	/* a reset clears everything: read everything */
+	err = reset ? sd_refresh_maps(sd)
+		    : sd_refresh_maps_range(sd, start, end);
 	if (err)
 		return err;
-	/* a reset clears everything: read everything */
 	err = read_and_clear(sd, p, reset ? 0 : start, reset ? SD_ADDR_MAX : end,
 			     reset);
 	if (err)

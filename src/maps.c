@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* /proc/PID/maps parsing and small I/O helpers. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -96,16 +97,24 @@ void sd_maps_free(struct sd_maps *m)
 	memset(m, 0, sizeof(*m));
 }
 
-static int read_all(struct sd_maps *m, int fd, size_t *len)
+static int buf_init(struct sd_maps *m)
 {
-	size_t n = 0;
-
 	if (!m->buf_cap) {
 		m->buf = sd_kmem_alloc(65536);
 		if (!m->buf)
 			return -ENOMEM;
 		m->buf_cap = 65536;
 	}
+	return 0;
+}
+
+static int read_all(struct sd_maps *m, int fd, size_t *len)
+{
+	size_t n = 0;
+	int err = buf_init(m);
+
+	if (err)
+		return err;
 	if (lseek(fd, 0, SEEK_SET) < 0)
 		return -errno;
 	for (;;) {
@@ -152,6 +161,21 @@ static uint64_t hex(char **p)
 	}
 }
 
+static int vma_push(struct sd_maps *m, const struct sd_vma *v)
+{
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 64;
+		struct sd_vma *nv = realloc(m->v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		m->v = nv;
+		m->cap = cap;
+	}
+	m->v[m->n++] = *v;
+	return 0;
+}
+
 int sd_maps_read(struct sd_maps *m, int fd)
 {
 	size_t len = 0;
@@ -191,19 +215,101 @@ int sd_maps_read(struct sd_maps *m, int fd)
 		while (*p == ' ')
 			p++;
 		v.path = p;
-		if (m->n == m->cap) {
-			size_t cap = m->cap ? m->cap * 2 : 64;
-			struct sd_vma *nv = realloc(m->v, cap * sizeof(*nv));
-
-			if (!nv)
-				return -ENOMEM;
-			m->v = nv;
-			m->cap = cap;
-		}
-		m->v[m->n++] = v;
+		err = vma_push(m, &v);
+		if (err)
+			return err;
 		if (eol == m->buf + len)
 			break;
 	}
+	return 0;
+}
+
+/* Room for a name at @used (d_path() gives at most PATH_MAX). */
+static int name_room(struct sd_maps *m, size_t used)
+{
+	size_t i;
+	char *b;
+
+	if (m->buf_cap - used >= PATH_MAX)
+		return 0;
+	b = sd_kmem_alloc(m->buf_cap * 2);
+	if (!b)
+		return -ENOMEM;
+	memcpy(b, m->buf, used);
+	for (i = 0; i < m->n; i++)
+		if (*m->v[i].path)
+			m->v[i].path = b + (m->v[i].path - m->buf);
+	sd_kmem_free(m->buf, m->buf_cap);
+	m->buf = b;
+	m->buf_cap *= 2;
+	return 0;
+}
+
+/* -ENOTTY: the kernel has no PROCMAP_QUERY. */
+static int query_range(struct sd_maps *m, int fd, uint64_t start, uint64_t end)
+{
+	uint64_t addr = start;
+	size_t used = 0;
+	int err = buf_init(m);
+
+	m->n = 0;
+	while (!err && addr < end) {
+		struct procmap_query q = {
+			.size = sizeof(q),
+			.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+			.query_addr = addr,
+		};
+		struct sd_vma v = { .path = "" };
+
+		err = name_room(m, used);
+		if (err)
+			break;
+		q.vma_name_addr = (uintptr_t)(m->buf + used);
+		q.vma_name_size = (uint32_t)MIN(m->buf_cap - used, UINT32_MAX);
+		if (ioctl(fd, PROCMAP_QUERY, &q)) {
+			if (errno == EINTR)
+				continue;
+			/* nothing at or above addr */
+			return errno == ENOENT ? 0 : -errno;
+		}
+		if (q.vma_start >= end)
+			break;
+		v.start = q.vma_start;
+		v.end = q.vma_end;
+		v.offset = q.vma_offset;
+		v.inode = q.inode;
+		v.prot = (q.vma_flags & PROCMAP_QUERY_VMA_READABLE ? PROT_READ : 0) |
+			 (q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE ? PROT_WRITE : 0) |
+			 (q.vma_flags & PROCMAP_QUERY_VMA_EXECUTABLE ? PROT_EXEC : 0);
+		v.shared = q.vma_flags & PROCMAP_QUERY_VMA_SHARED;
+		if (q.vma_name_size) {
+			v.path = m->buf + used;
+			used += q.vma_name_size;
+		}
+		err = vma_push(m, &v);
+		addr = q.vma_end;
+	}
+	return err;
+}
+
+int sd_maps_read_range(struct sd_maps *m, int fd, uint64_t start, uint64_t end)
+{
+	size_t i, k = 0;
+	int err;
+
+	if (!m->text_only) {
+		err = query_range(m, fd, start, end);
+		if (err != -ENOTTY)
+			return err;
+		m->text_only = true;
+	}
+	err = sd_maps_read(m, fd);
+	if (err)
+		return err;
+	for (i = 0; i < m->n; i++)
+		if (m->v[i].end > start && m->v[i].start < end)
+			m->v[k++] = m->v[i];
+	m->n = k;
 	return 0;
 }
 

@@ -169,6 +169,17 @@ int sd_refresh_maps(struct softdirty *sd)
 	return err;
 }
 
+int sd_refresh_maps_range(struct softdirty *sd, uint64_t start, uint64_t end)
+{
+	/*
+	 * Another process: an empty answer is how its exit shows.  The whole
+	 * space: one read of the text beats a query per VMA.
+	 */
+	if (!sd->self || (start == 0 && end >= SD_ADDR_MAX))
+		return sd_refresh_maps(sd);
+	return sd_maps_read_range(&sd->maps, sd->maps_fd, start, end);
+}
+
 void sd_known_update(struct softdirty *sd, uint64_t start, uint64_t end)
 {
 	size_t i;

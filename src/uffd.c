@@ -148,7 +148,8 @@ static int scan_unregistered(struct softdirty *sd, struct uffd_priv *p,
 		.return_mask = PAGE_IS_WPALLOWED,
 	};
 
-	return sd_pm_scan_rset(sd->pagemap_fd, a, b, &masks, p->vec, SCAN_VEC,
+	return sd_pm_scan_rset(sd->pagemap_fd, a, b, &masks, p->vec,
+			       MIN((size_t)SCAN_VEC, (b - a) / PAGE_SZ),
 			       &p->unreg);
 }
 
@@ -264,7 +265,8 @@ static int scan_written(struct walk *w, uint64_t a, uint64_t b, bool report)
 	int err;
 
 	while (a < b) {
-		size_t room = SCAN_VEC;
+		/* n pages are at most n regions: no bigger kernel buffer */
+		size_t room = MIN((size_t)SCAN_VEC, (b - a) / PAGE_SZ);
 
 		if (report && !o->discard) {
 			room = MIN(room, o->len - o->n);
@@ -460,7 +462,7 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 	size_t i;
 	int err;
 
-	err = sd_refresh_maps(sd);
+	err = sd_refresh_maps_range(sd, start, end);
 	if (!err)
 		err = find_unregistered(sd, p, start, end);
 	if (err)

@@ -16,6 +16,8 @@
 #                             next to this script's directory)
 #   SOFTDIRTY_SELFTEST_CACHE  where the extracted, built selftest is kept
 #                             (default: ../selftest-dyn)
+#   SOFTDIRTY_SELFTEST_BIN    a dynamically linked build of it to use as is
+#                             (the qemu VMs: no compiler, no tarball there)
 #   SOFTDIRTY_TOOL            the softdirty command (default: ../softdirty)
 #   CC                        compiler (default: gcc)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,41 +34,48 @@ notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 skip_all() { echo "1..0 # SKIP $*"; exit 77; }
 bail() { echo "Bail out! $*"; exit 1; }
 
-# The static copy of the suite runs in a busybox initramfs: no loader, no
-# compiler, nothing to preload into.
+# The static copy of the suite runs in a busybox initramfs: no loader
+# unless test/qemu copied one in (with the shim and a dynamic build of the
+# selftest, SOFTDIRTY_SELFTEST_BIN), else nothing to preload into.
 [ -e /lib64/ld-linux-x86-64.so.2 ] || [ -e /lib/ld-linux-aarch64.so.1 ] ||
 	skip_all "no dynamic loader here: LD_PRELOAD cannot apply"
 [ -f "$so" ] || bail "$so not found (set SOFTDIRTY_PRELOAD)"
 so=$(cd "$(dirname "$so")" && pwd)/$(basename "$so")
 
-if [ ! -r "$tarball" ]; then
-	# the project's suite installs its own dependencies (scripts/deps.sh)
-	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			--no-install-recommends linux-source-6.1 </dev/null \
-			>&2 || bail "apt-get install linux-source-6.1 failed"
+if [ -n "${SOFTDIRTY_SELFTEST_BIN:-}" ]; then
+	bin=$SOFTDIRTY_SELFTEST_BIN
+	ver=prebuilt
+	[ -x "$bin" ] || bail "SOFTDIRTY_SELFTEST_BIN=$bin is not executable"
+else
+	if [ ! -r "$tarball" ]; then
+		# the project's suite installs its own dependencies (scripts/deps.sh)
+		if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends linux-source-6.1 </dev/null \
+				>&2 || bail "apt-get install linux-source-6.1 failed"
+		fi
+		[ -r "$tarball" ] || bail "$tarball missing: apt-get install linux-source-6.1"
 	fi
-	[ -r "$tarball" ] || bail "$tarball missing: apt-get install linux-source-6.1"
-fi
-command -v "$CC" >/dev/null 2>&1 || bail "no compiler ($CC)"
+	command -v "$CC" >/dev/null 2>&1 || bail "no compiler ($CC)"
 
-ver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || echo unknown)
-dir=$cache/linux-source-6.1_$ver
-bin=$dir/soft-dirty
-if [ ! -x "$bin" ] || [ -n "$(find "$tarball" -newer "$bin" 2>/dev/null)" ]; then
-	top=linux-source-6.1/tools/testing/selftests
-	rm -rf "$dir.tmp"
-	mkdir -p "$dir.tmp/src" || bail "cannot create $dir.tmp"
-	tar -xJf "$tarball" -C "$dir.tmp/src" "$top/kselftest.h" \
-		"$top/vm/soft-dirty.c" "$top/vm/vm_util.c" "$top/vm/vm_util.h" ||
-		bail "cannot extract the soft-dirty selftest from $tarball"
-	src=$dir.tmp/src/$top/vm
-	# dynamic on purpose: LD_PRELOAD does nothing to a static binary
-	"$CC" -O2 -g -Wall -I"$src/.." -o "$dir.tmp/soft-dirty" \
-		"$src/soft-dirty.c" "$src/vm_util.c" >&2 ||
-		bail "building the soft-dirty selftest failed"
-	rm -rf "$dir"
-	mv "$dir.tmp" "$dir" || bail "cannot create $dir"
+	ver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || echo unknown)
+	dir=$cache/linux-source-6.1_$ver
+	bin=$dir/soft-dirty
+	if [ ! -x "$bin" ] || [ -n "$(find "$tarball" -newer "$bin" 2>/dev/null)" ]; then
+		top=linux-source-6.1/tools/testing/selftests
+		rm -rf "$dir.tmp"
+		mkdir -p "$dir.tmp/src" || bail "cannot create $dir.tmp"
+		tar -xJf "$tarball" -C "$dir.tmp/src" "$top/kselftest.h" \
+			"$top/vm/soft-dirty.c" "$top/vm/vm_util.c" "$top/vm/vm_util.h" ||
+			bail "cannot extract the soft-dirty selftest from $tarball"
+		src=$dir.tmp/src/$top/vm
+		# dynamic on purpose: LD_PRELOAD does nothing to a static binary
+		"$CC" -O2 -g -Wall -I"$src/.." -o "$dir.tmp/soft-dirty" \
+			"$src/soft-dirty.c" "$src/vm_util.c" >&2 ||
+			bail "building the soft-dirty selftest failed"
+		rm -rf "$dir"
+		mv "$dir.tmp" "$dir" || bail "cannot create $dir"
+	fi
 fi
 echo "# selftest: $bin (linux-source-6.1 $ver)"
 

@@ -27,6 +27,13 @@
 #   SOFTDIRTY_TEST_*        passed on to the tests in the VM; there
 #                           SOFTDIRTY_TEST_QUICK defaults to 1 (TCG is slow)
 #   QEMU_EXTRA_APPEND       more kernel command line
+#   QEMU_DYNAMIC            dynamically linked test programs, run as
+#                           NAME-dyn (their static twins keep NAME); the
+#                           loader and the libraries ldd lists go along
+#   QEMU_PRELOAD            libsoftdirty-preload.so: put at
+#                           /libsoftdirty-preload.so (../ from /tests, where
+#                           the tests look), with Linux 6.1's selftest built
+#                           dynamically for it (SOFTDIRTY_SELFTEST_BIN)
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -221,6 +228,13 @@ fi
 selftest_bin=$("$here/build-selftest.sh" "$build_dir") || selftest_bin=""
 [[ -n $selftest_bin && -x $selftest_bin ]] ||
 	qdie "cannot build the Linux 6.1 soft-dirty selftest"
+preload=${QEMU_PRELOAD:-}
+selftest_dyn=""
+if [ -n "$preload" ]; then
+	[ -r "$preload" ] || qdie "QEMU_PRELOAD=$preload: not readable"
+	selftest_dyn=$("$here/build-selftest.sh" "$build_dir" dynamic) ||
+		qdie "cannot build the Linux 6.1 soft-dirty selftest (dynamic)"
+fi
 
 # ---------------------------------------------------------------- initramfs
 root=$build_dir/initramfs
@@ -240,6 +254,8 @@ done
 		val=${!v}
 		printf "export %s='%s'\n" "$v" "${val//\'/\'\\\'\'}"
 	done < <(compgen -e)
+	[ -z "$selftest_dyn" ] ||
+		echo "export SOFTDIRTY_SELFTEST_BIN='/opt/selftest-dyn/soft-dirty'"
 } >"$root/etc/test-env"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
@@ -247,9 +263,22 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || true
 mknod -m 666 "$root/dev/null" c 1 3 2>/dev/null || true
 
+# copy_libs ELF: the dynamic loader and the libraries ldd resolves for a
+# dynamically linked ELF, at the same paths (nothing for static ones).
+copy_libs() {
+	local lib
+	while read -r lib; do
+		[ -e "$root$lib" ] && continue
+		mkdir -p "$root$(dirname "$lib")" &&
+			cp -L "$lib" "$root$lib" || qdie "cannot copy $lib (for $1)"
+	done < <(ldd "$1" 2>/dev/null |
+		 awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) { print $i; break } }')
+}
+
 ntests=0
 add_test() { # SRC NAME
 	install -m 755 "$1" "$root/tests/$2" || qdie "cannot copy test $1"
+	copy_libs "$1"
 	echo "$2" >>"$root/tests/.list"
 	ntests=$((ntests + 1))
 }
@@ -262,11 +291,21 @@ while IFS= read -r -d '' f; do
 	qemu-kprobe|linux-6.1-selftest-soft-dirty) qdie "test name $n is reserved" ;;
 	*[!A-Za-z0-9._+-]*) qdie "test name '$n': use only [A-Za-z0-9._+-]" ;;
 	esac
-	if is_dynamic "$f"; then
-		qlog "warning: $f is dynamically linked; it will not run in the VM"
-	fi
 	add_test "$f" "$n"
 done < <(find -L "$test_bin_dir" -maxdepth 1 -type f -perm -u+x -print0 | sort -z)
+for f in ${QEMU_DYNAMIC:-}; do
+	[ -x "$f" ] || qdie "QEMU_DYNAMIC: $f is not an executable"
+	is_dynamic "$f" || qlog "warning: QEMU_DYNAMIC: $f is not dynamically linked"
+	add_test "$f" "$(basename "$f")-dyn"
+done
+if [ -n "$preload" ]; then
+	install -m 644 "$preload" "$root/libsoftdirty-preload.so" &&
+		mkdir -p "$root/opt/selftest-dyn" &&
+		install -m 755 "$selftest_dyn" "$root/opt/selftest-dyn/soft-dirty" ||
+		qdie "cannot copy $preload or $selftest_dyn"
+	copy_libs "$preload"
+	copy_libs "$selftest_dyn"
+fi
 
 cat >"$root/init" <<'INIT'
 #!/bin/sh
