@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "softdirty.h"
 #include "run.h"
 
@@ -105,6 +106,13 @@ static void usage(FILE *f)
 		"  run [--] COMMAND [ARGS...]\n"
 		"                   run COMMAND with libsoftdirty-preload.so: the kernel's\n"
 		"                   soft-dirty files work in it on any kernel\n"
+		"  dump PID -D DIR [--parent DIR] [--leave-stopped]\n"
+		"                   write the process's memory to the image DIR (only the\n"
+		"                   pages changed since the parent image with --parent)\n"
+		"  image inspect|verify|flatten|diff ...\n"
+		"                   summarise, check, merge a chain, compare images\n"
+		"  restore DIR --pid PID\n"
+		"                   write an image's memory back into the process\n"
 		"  version          print the version\n"
 		"\n"
 		"See softdirty(1).\n");
@@ -120,6 +128,12 @@ int main(int argc, char **argv)
 		return cmd_probe(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "run"))
 		return softdirty_cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "dump"))
+		return cmd_dump(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "image"))
+		return cmd_image(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "restore"))
+		return cmd_restore(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("softdirty %d.%d\n", SOFTDIRTY_VERSION_MAJOR,
 		       SOFTDIRTY_VERSION_MINOR);
