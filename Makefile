@@ -50,7 +50,7 @@ EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
 
 .PHONY: all lib tests bench-build examples check check-host check-kernels \
-	static-tests test-run bench demo install uninstall clean deps
+	static-tests test-run bench demo install uninstall clean deps fuzz
 
 all: lib $(B)/softdirty tests examples
 
@@ -117,6 +117,23 @@ static-tests:
 # Run the tests of this build (one program per test, TAP, per-test timeout).
 test-run: all
 	sh test/runner.sh $(B)/test
+
+# The image reader under libFuzzer (test/fuzz/README.md): checksums are
+# not enforced in this build so that mutations reach the parser.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -DIMG_FUZZING=1 -g -O1 \
+	-fsanitize=fuzzer,address,undefined -Itools
+FUZZ_TIME ?= 600
+
+$(B)/fuzz/image-fuzz: test/fuzz/image-fuzz.c tools/image-fmt.c tools/image-fmt.h
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ test/fuzz/image-fuzz.c tools/image-fmt.c -lxxhash
+
+$(B)/fuzz/mkseed: test/fuzz/mkseed.c tools/image-fmt.c tools/image-fmt.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itools -o $@ test/fuzz/mkseed.c tools/image-fmt.c -lxxhash
+
+fuzz: $(B)/fuzz/image-fuzz $(B)/fuzz/mkseed
+	sh test/fuzz/run.sh $(B)/fuzz $(FUZZ_TIME)
 
 deps:
 	sh scripts/deps.sh

@@ -109,18 +109,20 @@ static uint64_t count_present(struct pmem *m)
 {
 	struct img_region *reg;
 	uint32_t n, i;
-	uint64_t c = 0, k;
+	uint64_t c = 0;
 
 	if (pmem_regions(m->pid, &reg, &n))
 		return 0;
 	for (i = 0; i < n; i++) {
-		uint8_t *p = malloc(reg[i].npages + 1);
+		struct prange *pr;
+		size_t np, j;
 
-		if (p && reg[i].npages &&
-		    !pmem_present(m, reg[i].start, reg[i].end, p))
-			for (k = 0; k < reg[i].npages; k++)
-				c += p[k];
-		free(p);
+		if (!reg[i].npages ||
+		    pmem_present(m, reg[i].start, reg[i].end, &pr, &np))
+			continue;
+		for (j = 0; j < np; j++)
+			c += (pr[j].end - pr[j].start) / IMG_PAGE;
+		free(pr);
 	}
 	pmem_free_regions(reg, n);
 	return c;
@@ -140,6 +142,34 @@ static uint8_t *copy_buffer(size_t len)
 	(void)madvise(b, len, MADV_HUGEPAGE);
 	(void)madvise(b, len, MADV_POPULATE_WRITE);
 	return b;
+}
+
+/* Append page idx with state st to the region's runs. */
+static int add_run(struct img_region *r, size_t *cap, uint64_t idx,
+		   uint32_t st)
+{
+	struct img_run *x = r->nruns ? &r->runs[r->nruns - 1] : NULL;
+
+	if (x && x->state == st && x->first + x->count == idx &&
+	    x->count < IMG_MAX_RUN) {
+		x->count++;
+		return 0;
+	}
+	if (r->nruns == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		struct img_run *nr = realloc(r->runs, nc * sizeof(*nr));
+
+		if (!nr)
+			return -ENOMEM;
+		r->runs = nr;
+		*cap = nc;
+	}
+	x = &r->runs[r->nruns++];
+	memset(x, 0, sizeof(*x));
+	x->first = idx;
+	x->count = 1;
+	x->state = st;
+	return 0;
 }
 
 struct dump_opts {
@@ -162,11 +192,13 @@ static int do_dump(const struct dump_opts *o)
 	struct softdirty *sd = NULL;
 	struct pmem m = { .mem_fd = -1, .pm_fd = -1 };
 	struct img_region *reg = NULL;
+	struct prange **pres = NULL;
+	size_t *npres = NULL;
 	uint32_t nreg = 0, i;
-	uint64_t start_time, present = 0, k, nzero = 0, nparent = 0, off;
+	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off;
 	char *exe = NULL, err[512];
-	uint8_t *buf = MAP_FAILED, **state = NULL, **hash = NULL;
-	size_t buflen = 0;
+	uint8_t *buf = MAP_FAILED;
+	size_t buflen = 0, j;
 	double t0, t1, t2, t3;
 	struct progress pr = { .on = o->progress, .what = "dump" };
 	bool frozen = false, writer = false;
@@ -223,23 +255,21 @@ static int do_dump(const struct dump_opts *o)
 			(int)o->pid, strerror(-e));
 		goto out;
 	}
-	state = calloc(nreg + 1, sizeof(*state));
-	hash = calloc(nreg + 1, sizeof(*hash));
-	if (!state || !hash)
+	pres = calloc(nreg + 1, sizeof(*pres));
+	npres = calloc(nreg + 1, sizeof(*npres));
+	if (!pres || !npres)
 		goto nomem;
 	for (i = 0; i < nreg; i++) {
-		state[i] = malloc(reg[i].npages + 1);
-		if (!state[i])
-			goto nomem;
 		if (!reg[i].npages)
 			continue;
-		e = pmem_present(&m, reg[i].start, reg[i].end, state[i]);
+		e = pmem_present(&m, reg[i].start, reg[i].end, &pres[i], &npres[i]);
 		if (e) {
-			fprintf(stderr, "softdirty dump: pagemap of %#" PRIx64 "-%#" PRIx64 ": %s\n", reg[i].start, reg[i].end, strerror(-e));
+			fprintf(stderr, "softdirty dump: pagemap of %#" PRIx64 "-%#" PRIx64 ": %s\n",
+				reg[i].start, reg[i].end, strerror(-e));
 			goto out;
 		}
-		for (k = 0; k < reg[i].npages; k++)
-			present += state[i][k];
+		for (j = 0; j < npres[i]; j++)
+			present += (pres[i][j].end - pres[i][j].start) / IMG_PAGE;
 	}
 	/* copy every present page while stopped; checksums come after */
 	if (present * IMG_PAGE > buflen) {
@@ -253,28 +283,19 @@ static int do_dump(const struct dump_opts *o)
 	}
 	pr.total = present * IMG_PAGE;
 	off = 0;
-	for (i = 0; i < nreg; i++) {
-		for (k = 0; k < reg[i].npages;) {
-			uint64_t n = 0;
+	for (i = 0; i < nreg; i++)
+		for (j = 0; j < npres[i]; j++) {
+			uint64_t a = pres[i][j].start, len = pres[i][j].end - a;
 
-			if (!state[i][k]) {
-				k++;
-				continue;
-			}
-			while (k + n < reg[i].npages && state[i][k + n] && n < 4096)
-				n++;
-			e = pmem_read(&m, reg[i].start + k * IMG_PAGE,
-				      buf + off, n * IMG_PAGE);
+			e = pmem_read(&m, a, buf + off, len);
 			if (e) {
-				fprintf(stderr, "softdirty dump: reading %#" PRIx64 ": %s\n",
-					reg[i].start + k * IMG_PAGE, strerror(-e));
+				fprintf(stderr, "softdirty dump: reading %#" PRIx64 "-%#" PRIx64 ": %s\n",
+					a, a + len, strerror(-e));
 				goto out;
 			}
-			off += n * IMG_PAGE;
-			progress(&pr, n * IMG_PAGE);
-			k += n;
+			off += len;
+			progress(&pr, len);
 		}
-	}
 	progress_end(&pr);
 	t1 = now();
 	if (o->leave_stopped)
@@ -283,45 +304,50 @@ static int do_dump(const struct dump_opts *o)
 		fprintf(stderr, "softdirty dump: thaw failed\n");
 	frozen = false;
 
-	/* classify: parent's contents, zero, or stored here */
+	/* classify: the parent's contents, zero, or stored here */
 	t2 = now();
 	off = 0;
 	for (i = 0; i < nreg; i++) {
 		const struct img_region *q = same_mapping(parent, &reg[i]);
+		uint64_t np = 0, h = 0, a;
+		size_t cap = 0;
+		uint8_t *hash;
 
-		hash[i] = calloc(reg[i].npages + 1, 16);
-		if (!hash[i])
+		for (j = 0; j < npres[i]; j++)
+			np += (pres[i][j].end - pres[i][j].start) / IMG_PAGE;
+		hash = malloc(np * 16 + 16);
+		if (!hash)
 			goto nomem;
-		for (k = 0; k < reg[i].npages; k++) {
-			const uint8_t *pd, *ph, *page;
-			uint8_t *h = hash[i] + 16 * k;
-			uint64_t a = reg[i].start + k * IMG_PAGE;
+		reg[i].hash = hash;
+		for (j = 0; j < npres[i]; j++)
+			for (a = pres[i][j].start; a < pres[i][j].end; a += IMG_PAGE) {
+				const uint8_t *pd, *ph, *page = buf + off;
+				uint8_t *hp = hash + 16 * h++;
+				uint32_t st;
 
-			if (!state[i][k])
-				continue;	/* IMG_NONE */
-			page = buf + off;
-			off += IMG_PAGE;
-			img_page_hash(page, h);
-			if (q && a < q->end &&
-			    img_page(parent, a, &pd, &ph) != IMG_NONE &&
-			    !memcmp(ph, h, 16)) {
-				state[i][k] = IMG_PARENT;
-				nparent++;
-			} else if (img_page_is_zero(page)) {
-				state[i][k] = IMG_ZERO;
-				nzero++;
-			} else {
-				state[i][k] = IMG_DATA;
-				e = img_writer_page(&w, page);
-				if (e) {
-					fprintf(stderr, "softdirty dump: writing %s: %s\n",
-						o->dir, strerror(-e));
-					goto out;
+				off += IMG_PAGE;
+				img_page_hash(page, hp);
+				if (q && a < q->end &&
+				    img_page(parent, a, &pd, &ph) != IMG_NONE &&
+				    !memcmp(ph, hp, 16)) {
+					st = IMG_PARENT;
+					nparent++;
+				} else if (img_page_is_zero(page)) {
+					st = IMG_ZERO;
+					nzero++;
+				} else {
+					st = IMG_DATA;
+					e = img_writer_page(&w, page);
+					if (e) {
+						fprintf(stderr, "softdirty dump: writing %s: %s\n",
+							o->dir, strerror(-e));
+						goto out;
+					}
 				}
+				if (add_run(&reg[i], &cap,
+					    (a - reg[i].start) / IMG_PAGE, st))
+					goto nomem;
 			}
-		}
-		reg[i].state = state[i];
-		reg[i].hash = hash[i];
 	}
 	w.meta.pid = (uint64_t)o->pid;
 	w.meta.start_time = start_time;
@@ -384,15 +410,13 @@ out:
 	if (writer)
 		img_writer_abort(&w);
 	for (i = 0; i < nreg; i++) {
-		if (state)
-			free(state[i]);
-		if (hash)
-			free(hash[i]);
-		reg[i].state = NULL;
-		reg[i].hash = NULL;
+		if (pres)
+			free(pres[i]);
+		free(reg[i].runs);
+		free((void *)reg[i].hash);
 	}
-	free(state);
-	free(hash);
+	free(pres);
+	free(npres);
 	pmem_free_regions(reg, nreg);
 	if (buf != MAP_FAILED)
 		munmap(buf, buflen);
@@ -444,6 +468,21 @@ static int restore_usage(FILE *f)
 }
 
 /* Same mappings as when the image was taken? Prints the first difference. */
+static bool in_ranges(const struct prange *p, size_t n, uint64_t a)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (p[mid].end <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && p[lo].start <= a;
+}
+
 static bool layout_matches(const struct img *im, const struct img_region *cur,
 			   uint32_t ncur)
 {
@@ -492,7 +531,7 @@ static int do_restore(const char *dir, pid_t pid, const char *backend,
 	struct img_region *cur = NULL;
 	uint32_t ncur = 0, i;
 	uint64_t start_time, unchanged = 0, written = 0, zeroed = 0, skipped = 0;
-	uint8_t *page = NULL, *pres = NULL;
+	uint8_t *page = NULL;
 	char *exe = NULL, err[512];
 	double t0, t1;
 	bool frozen = false;
@@ -544,52 +583,66 @@ static int do_restore(const char *dir, pid_t pid, const char *backend,
 	for (i = 0; i < im->nreg; i++) {
 		const struct img_region *r = &im->reg[i];
 		bool anon = pmem_anon_name(r->name) && !(r->prot & IMG_PROT_SHARED);
-		uint64_t k;
+		struct prange *pr = NULL;
+		size_t np = 0, j;
+		uint64_t k, a;
 
 		if (!r->npages)
 			continue;
-		free(pres);
-		pres = malloc(r->npages);
-		if (!pres)
-			goto out;
-		e = pmem_present(&m, r->start, r->end, pres);
+		e = pmem_present(&m, r->start, r->end, &pr, &np);
 		if (e)
 			goto io;
-		for (k = 0; k < r->npages; k++) {
-			uint64_t a = r->start + k * IMG_PAGE;
-			const uint8_t *d, *h;
-			uint8_t hh[16];
-			int st = img_page(im, a, &d, &h);
+		/* the image's pages: written back where they differ */
+		for (k = 0; k < r->nruns && !e; k++)
+			for (a = r->start + r->runs[k].first * IMG_PAGE;
+			     a < r->start + (r->runs[k].first + r->runs[k].count) * IMG_PAGE;
+			     a += IMG_PAGE) {
+				const uint8_t *d, *h;
+				uint8_t hh[16];
+				int st = img_page(im, a, &d, &h);
 
-			if (st == IMG_NONE) {
-				/* absent then: anonymous memory read as zeros */
-				if (!pres[k])
+				if (!in_ranges(pr, np, a) && st == IMG_ZERO && anon) {
+					unchanged++;	/* not populated: reads as zeros */
+					continue;
+				}
+				e = pmem_read(&m, a, page, IMG_PAGE);
+				if (e)
+					break;
+				img_page_hash(page, hh);
+				if (!memcmp(hh, h, 16)) {
+					unchanged++;
+					continue;
+				}
+				e = pmem_write(&m, a, d, IMG_PAGE);
+				if (e)
+					break;
+				written++;
+			}
+		/* present now, absent then: anonymous memory read as zeros */
+		for (j = 0; j < np && !e; j++)
+			for (a = pr[j].start; a < pr[j].end; a += IMG_PAGE) {
+				const uint8_t *d, *h;
+
+				if (img_page(im, a, &d, &h) != IMG_NONE)
 					continue;
 				if (!anon) {
 					skipped++;
 					continue;
 				}
-				d = img_zero_page;
-			}
-			if (st == IMG_NONE || pres[k]) {
 				e = pmem_read(&m, a, page, IMG_PAGE);
 				if (e)
-					goto io;
-				if (st == IMG_NONE ? img_page_is_zero(page) :
-				    (img_page_hash(page, hh), !memcmp(hh, h, 16))) {
-					unchanged++;
+					break;
+				if (img_page_is_zero(page))
 					continue;
-				}
-			} else if (st == IMG_ZERO && anon) {
-				unchanged++;	/* not populated: reads as zeros */
-				continue;
+				e = pmem_write(&m, a, img_zero_page, IMG_PAGE);
+				if (e)
+					break;
+				written++;
+				zeroed++;
 			}
-			e = pmem_write(&m, a, d, IMG_PAGE);
-			if (e)
-				goto io;
-			written++;
-			zeroed += st == IMG_NONE;
-		}
+		free(pr);
+		if (e)
+			goto io;
 	}
 	t1 = now();
 	if (!quiet) {
@@ -614,7 +667,6 @@ out:
 	pmem_close(&m);
 	img_free(im);
 	free(page);
-	free(pres);
 	free(exe);
 	return rc;
 }

@@ -22,6 +22,7 @@
 #define IMG_MAX_CHAIN	1024
 #define IMG_MAX_REGIONS	(1u << 20)
 #define IMG_MAX_STR	4096u
+#define IMG_MAX_RUN	(1u << 30)
 /* user-space addresses end below 2^57 (5-level paging) */
 #define IMG_ADDR_LIMIT	(1ULL << 57)
 
@@ -51,14 +52,26 @@ enum {
 	IMG_MODE_CONTENTS = 1,
 };
 
+/*
+ * A run of consecutive pages of one state (never IMG_NONE: pages in no
+ * run are absent).  dbase: data page index of the first page (IMG_DATA),
+ * hbase: index of its checksum in the region's table.
+ */
+struct img_run {
+	uint64_t first;		/* page index in the region */
+	uint32_t count;
+	uint32_t state;
+	uint64_t dbase, hbase;
+};
+
 struct img_region {
 	uint64_t start, end, offset;
 	uint32_t prot, kind;
 	char *name;
 	uint64_t npages;	/* 0 for special regions */
-	const uint8_t *state;	/* npages bytes (into the image buffer) */
-	const uint8_t *hash;	/* npages * 16 bytes */
-	uint64_t *didx;		/* data page index of each DATA page */
+	uint64_t nruns;
+	struct img_run *runs;	/* address order */
+	const uint8_t *hash;	/* 16 bytes per page in the runs */
 };
 
 struct img {
@@ -96,6 +109,8 @@ void img_free(struct img *im);
 
 /* The region holding addr, or NULL. */
 const struct img_region *img_find(const struct img *im, uint64_t addr);
+/* The run holding page index idx of r, or NULL (absent). */
+const struct img_run *img_run_of(const struct img_region *r, uint64_t idx);
 /*
  * Contents of the page at addr, resolved through the chain: returns the
  * state (IMG_NONE: absent; otherwise *data and *hash are set).

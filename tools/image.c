@@ -42,8 +42,9 @@ static void counts(const struct img_region *r, uint64_t c[4])
 	uint64_t k;
 
 	c[0] = c[1] = c[2] = c[3] = 0;
-	for (k = 0; k < r->npages; k++)
-		c[r->state[k]]++;
+	for (k = 0; k < r->nruns; k++)
+		c[r->runs[k].state] += r->runs[k].count;
+	c[IMG_NONE] = r->npages - c[IMG_DATA] - c[IMG_ZERO] - c[IMG_PARENT];
 }
 
 static int inspect(const char *dir)
@@ -136,7 +137,6 @@ static int flatten(const char *dir, const char *out)
 	struct img *im;
 	struct img_writer w;
 	struct img_region *reg = NULL;
-	uint8_t **st = NULL;
 	char err[512];
 	uint32_t i;
 	int rc = 1;
@@ -152,36 +152,62 @@ static int flatten(const char *dir, const char *out)
 		return 1;
 	}
 	reg = calloc(im->nreg + 1, sizeof(*reg));
-	st = calloc(im->nreg + 1, sizeof(*st));
-	if (!reg || !st)
+	if (!reg)
 		goto fail;
 	for (i = 0; i < im->nreg; i++) {
 		const struct img_region *r = &im->reg[i];
+		uint64_t k, j, npg = 0, cap = r->nruns + 1;
+		struct img_run *runs;
 		uint8_t *h;
-		uint64_t k;
 
 		reg[i] = *r;
-		reg[i].didx = NULL;
+		reg[i].runs = NULL;
+		reg[i].hash = NULL;
 		if (!r->npages)
 			continue;
-		st[i] = malloc(r->npages * 17);
-		if (!st[i])
-			goto fail;
-		h = st[i] + r->npages;
-		for (k = 0; k < r->npages; k++) {
-			const uint8_t *d, *hh;
-			int s = img_page(im, r->start + k * IMG_PAGE, &d, &hh);
-
-			st[i][k] = (uint8_t)s;
-			memset(h + 16 * k, 0, 16);
-			if (s == IMG_NONE)
-				continue;
-			memcpy(h + 16 * k, hh, 16);
-			if (s == IMG_DATA && img_writer_page(&w, d))
-				goto fail;
-		}
-		reg[i].state = st[i];
+		/* the same runs, parent pages resolved: same checksums */
+		runs = malloc((r->nruns + 1) * sizeof(*runs));
+		for (k = 0; k < r->nruns; k++)
+			npg += r->runs[k].count;
+		h = malloc(npg * 16 + 16);
+		reg[i].runs = runs;
 		reg[i].hash = h;
+		if (!runs || !h)
+			goto fail;
+		memcpy(h, r->hash, npg * 16);
+		reg[i].nruns = 0;
+		for (k = 0; k < r->nruns; k++)
+			for (j = 0; j < r->runs[k].count; j++) {
+				uint64_t idx = r->runs[k].first + j;
+				const uint8_t *d, *hh;
+				int s = img_page(im, r->start + idx * IMG_PAGE, &d, &hh);
+				struct img_run *x = reg[i].nruns ?
+					&runs[reg[i].nruns - 1] : NULL;
+
+				if (s == IMG_NONE)
+					goto fail;	/* img_open checked the links */
+				if (s == IMG_DATA && img_writer_page(&w, d))
+					goto fail;
+				if (x && x->state == (uint32_t)s &&
+				    x->first + x->count == idx) {
+					x->count++;
+					continue;
+				}
+				if (reg[i].nruns == cap) {
+					struct img_run *nr = realloc(runs,
+						2 * cap * sizeof(*nr));
+
+					if (!nr)
+						goto fail;
+					reg[i].runs = runs = nr;
+					cap *= 2;
+				}
+				x = &runs[reg[i].nruns++];
+				memset(x, 0, sizeof(*x));
+				x->first = idx;
+				x->count = 1;
+				x->state = (uint32_t)s;
+			}
 	}
 	w.meta = *im;
 	w.meta.mode = IMG_MODE_FULL;
@@ -203,9 +229,10 @@ fail:
 fail2:
 	img_writer_abort(&w);
 done:
-	for (i = 0; st && i < im->nreg; i++)
-		free(st[i]);
-	free(st);
+	for (i = 0; reg && i < im->nreg; i++) {
+		free(reg[i].runs);
+		free((void *)reg[i].hash);
+	}
 	free(reg);
 	img_free(im);
 	return rc;
@@ -216,6 +243,47 @@ static bool same_region(const struct img_region *a, const struct img_region *b)
 	return a->start == b->start && a->end == b->end && a->prot == b->prot &&
 	       a->offset == b->offset && a->kind == b->kind &&
 	       !strcmp(a->name, b->name);
+}
+
+static uint64_t diff_page(const struct img *a, const struct img *b,
+			  uint64_t ad, const char *name, uint64_t *shown)
+{
+	const uint8_t *d1 = NULL, *d2 = NULL, *h;
+	int s1 = img_page(a, ad, &d1, &h);
+	int s2 = img_page(b, ad, &d2, &h);
+
+	if ((s1 == IMG_NONE) == (s2 == IMG_NONE) &&
+	    (s1 == IMG_NONE || !memcmp(d1, d2, IMG_PAGE)))
+		return 0;
+	if ((*shown)++ < 50)
+		printf("page %016" PRIx64 " %s: %s\n", ad, name,
+		       s1 == IMG_NONE ? "absent in the first" :
+		       s2 == IMG_NONE ? "absent in the second" :
+		       "contents differ");
+	return 1;
+}
+
+/* Pages of one mapping present in either image, compared byte for byte. */
+static uint64_t diff_pages(const struct img *a, const struct img *b,
+			   const struct img_region *ra,
+			   const struct img_region *rb, uint64_t *shown)
+{
+	uint64_t n = 0, k, j;
+
+	for (k = 0; k < ra->nruns; k++)
+		for (j = 0; j < ra->runs[k].count; j++)
+			n += diff_page(a, b, ra->start +
+				       (ra->runs[k].first + j) * IMG_PAGE,
+				       ra->name, shown);
+	/* present only in the second */
+	for (k = 0; k < rb->nruns; k++)
+		for (j = 0; j < rb->runs[k].count; j++) {
+			uint64_t ad = rb->start + (rb->runs[k].first + j) * IMG_PAGE;
+
+			if (!img_run_of(ra, (ad - ra->start) / IMG_PAGE))
+				n += diff_page(a, b, ad, ra->name, shown);
+		}
+	return n;
 }
 
 static int diff(const char *da, const char *db)
@@ -255,25 +323,7 @@ static int diff(const char *da, const char *db)
 			i++;
 			j++;
 		} else {
-			const struct img_region *r = &a->reg[i];
-			uint64_t k;
-
-			for (k = 0; k < r->npages; k++) {
-				uint64_t ad = r->start + k * IMG_PAGE;
-				const uint8_t *d1 = NULL, *d2 = NULL, *h;
-				int s1 = img_page(a, ad, &d1, &h);
-				int s2 = img_page(b, ad, &d2, &h);
-
-				if ((s1 == IMG_NONE) == (s2 == IMG_NONE) &&
-				    (s1 == IMG_NONE || !memcmp(d1, d2, IMG_PAGE)))
-					continue;
-				ndiff++;
-				if (shown++ < 50)
-					printf("page %016" PRIx64 " %s: %s\n", ad, r->name,
-					       s1 == IMG_NONE ? "absent in the first" :
-					       s2 == IMG_NONE ? "absent in the second" :
-					       "contents differ");
-			}
+			ndiff += diff_pages(a, b, &a->reg[i], &b->reg[j], &shown);
 			i++;
 			j++;
 		}

@@ -186,38 +186,67 @@ int pmem_regions(pid_t pid, struct img_region **out, uint32_t *nout)
 	return 0;
 }
 
-int pmem_present(struct pmem *m, uint64_t start, uint64_t end, uint8_t *out)
+struct pvec {
+	struct prange *v;
+	size_t n, cap;
+};
+
+static int add_range(struct pvec *p, uint64_t s, uint64_t e)
+{
+	if (p->n && p->v[p->n - 1].end == s) {
+		p->v[p->n - 1].end = e;
+		return 0;
+	}
+	if (p->n == p->cap) {
+		size_t nc = p->cap ? p->cap * 2 : 16;
+		struct prange *nv = realloc(p->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		p->v = nv;
+		p->cap = nc;
+	}
+	p->v[p->n].start = s;
+	p->v[p->n].end = e;
+	p->n++;
+	return 0;
+}
+
+static int scan_present(struct pmem *m, uint64_t start, uint64_t end,
+			struct pvec *p)
+{
+	struct page_region v[512];
+	uint64_t cur = start;
+
+	while (cur < end) {
+		struct pm_scan_arg a = { 0 };
+		long r, i;
+
+		a.size = sizeof(a);
+		a.start = cur;
+		a.end = end;
+		a.vec = (uintptr_t)v;
+		a.vec_len = 512;
+		a.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		a.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		r = ioctl(m->pm_fd, PAGEMAP_SCAN, &a);
+		if (r < 0)
+			return -errno;
+		for (i = 0; i < r; i++)
+			if (add_range(p, v[i].start, v[i].end))
+				return -ENOMEM;
+		if (a.walk_end <= cur)
+			return -EIO;
+		cur = a.walk_end;
+	}
+	return 0;
+}
+
+static int read_present(struct pmem *m, uint64_t start, uint64_t end,
+			struct pvec *p)
 {
 	uint64_t np = (end - start) / IMG_PAGE, k;
 
-	memset(out, 0, np);
-	if (m->scan) {
-		struct page_region v[512];
-		uint64_t cur = start;
-
-		while (cur < end) {
-			struct pm_scan_arg a = { 0 };
-			long r, i;
-
-			a.size = sizeof(a);
-			a.start = cur;
-			a.end = end;
-			a.vec = (uintptr_t)v;
-			a.vec_len = 512;
-			a.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-			a.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-			r = ioctl(m->pm_fd, PAGEMAP_SCAN, &a);
-			if (r < 0)
-				return -errno;
-			for (i = 0; i < r; i++)
-				memset(out + (v[i].start - start) / IMG_PAGE, 1,
-				       (v[i].end - v[i].start) / IMG_PAGE);
-			if (a.walk_end <= cur)
-				return -EIO;
-			cur = a.walk_end;
-		}
-		return 0;
-	}
 	for (k = 0; k < np;) {
 		uint64_t buf[512];
 		size_t want = np - k > 512 ? 512 : (size_t)(np - k), i;
@@ -226,10 +255,31 @@ int pmem_present(struct pmem *m, uint64_t start, uint64_t end, uint8_t *out)
 
 		if (r <= 0 || r % 8)
 			return r < 0 ? -errno : -EIO;
-		for (i = 0; i < (size_t)r / 8; i++)
-			out[k + i] = !!(buf[i] & (3ULL << 62));
+		for (i = 0; i < (size_t)r / 8; i++) {
+			uint64_t a = start + (k + i) * IMG_PAGE;
+
+			if ((buf[i] & (3ULL << 62)) &&
+			    add_range(p, a, a + IMG_PAGE))
+				return -ENOMEM;
+		}
 		k += (size_t)r / 8;
 	}
+	return 0;
+}
+
+int pmem_present(struct pmem *m, uint64_t start, uint64_t end,
+		 struct prange **out, size_t *n)
+{
+	struct pvec p = { 0 };
+	int e = m->scan ? scan_present(m, start, end, &p) :
+			  read_present(m, start, end, &p);
+
+	if (e) {
+		free(p.v);
+		return e;
+	}
+	*out = p.v;
+	*n = p.n;
 	return 0;
 }
 

@@ -23,8 +23,13 @@ int pmem_identity(pid_t pid, uint64_t *start_time, char **exe);
 /* Parse /proc/PID/maps into regions (name, prot, offset, kind set). */
 int pmem_regions(pid_t pid, struct img_region **out, uint32_t *n);
 void pmem_free_regions(struct img_region *r, uint32_t n);
-/* One byte per page of [start, end): 1 when present or swapped. */
-int pmem_present(struct pmem *m, uint64_t start, uint64_t end, uint8_t *out);
+/* A range of present (or swapped) pages, end exclusive. */
+struct prange {
+	uint64_t start, end;
+};
+/* The present ranges of [start, end), coalesced, into *out (malloc'd). */
+int pmem_present(struct pmem *m, uint64_t start, uint64_t end,
+		 struct prange **out, size_t *n);
 /* Read / write whole pages; falls back to /proc/PID/mem (PROT_NONE, RO). */
 int pmem_read(struct pmem *m, uint64_t addr, void *buf, size_t len);
 int pmem_write(struct pmem *m, uint64_t addr, const void *buf, size_t len);
