@@ -98,6 +98,15 @@ $(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
 	$(CC) $(ALL_CFLAGS) -Isrc -Itest $(LDFLAGS) -o $@ $< $(TEST_COMMON) \
 		$(STLIB) $(LIBS)
 
+# Tests of dump/image/restore call the commands in-process (fork + cmd_*)
+# and read images with the tool's own reader.
+IMG_TOOL_SRCS := tools/image-fmt.c tools/proc-mem.c tools/dump.c tools/image.c
+$(B)/test/image-%: test/image-%.c $(TEST_COMMON) $(wildcard test/*.h) \
+		$(IMG_TOOL_SRCS) $(wildcard tools/*.h) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -Itest -Itools $(LDFLAGS) -o $@ $< \
+		$(TEST_COMMON) $(IMG_TOOL_SRCS) $(STLIB) $(LIBS)
+
 examples: $(EXAMPLE_BINS)
 
 $(B)/examples/%: examples/%.c $(STLIB)

@@ -634,7 +634,10 @@ int img_open(const char *dir, bool chain, bool verify, struct img **out,
 		cur->parent = p;
 		if (verify && (e = img_check_data(p, err, n)))
 			goto bad;
-		e = check_link(cur, p, err, n);
+	}
+	/* with the whole chain loaded, parent pages resolve to the bottom */
+	for (cur = top; chain && cur->parent; cur = cur->parent) {
+		e = check_link(cur, cur->parent, err, n);
 		if (e)
 			goto bad;
 	}

@@ -212,6 +212,22 @@ static int add_range(struct pvec *p, uint64_t s, uint64_t e)
 	return 0;
 }
 
+/*
+ * A uffd-wp PTE marker (what a tracker's write-protection leaves in an
+ * unpopulated PTE) looks swapped: swap type 31 (the last, never a swap
+ * file), offset the marker bits.  It is no page.  The type shows only to
+ * CAP_SYS_ADMIN; others count markers as present (read as zeros: a
+ * zero page more in the image, never a page less).
+ */
+static bool pte_marker(uint64_t e)
+{
+	return (e & (3ULL << 62)) == 1ULL << 62 && (e & 0x1f) == 0x1f &&
+	       (e & ((1ULL << 55) - 1)) >> 5 < 64;
+}
+
+static int read_present(struct pmem *m, uint64_t start, uint64_t end,
+			struct pvec *p);
+
 static int scan_present(struct pmem *m, uint64_t start, uint64_t end,
 			struct pvec *p)
 {
@@ -232,9 +248,17 @@ static int scan_present(struct pmem *m, uint64_t start, uint64_t end,
 		r = ioctl(m->pm_fd, PAGEMAP_SCAN, &a);
 		if (r < 0)
 			return -errno;
-		for (i = 0; i < r; i++)
-			if (add_range(p, v[i].start, v[i].end))
-				return -ENOMEM;
+		for (i = 0; i < r; i++) {
+			int e = 0;
+
+			/* swapped only: look for markers in the pagemap */
+			if (!(v[i].categories & PAGE_IS_PRESENT))
+				e = read_present(m, v[i].start, v[i].end, p);
+			else if (add_range(p, v[i].start, v[i].end))
+				e = -ENOMEM;
+			if (e)
+				return e;
+		}
 		if (a.walk_end <= cur)
 			return -EIO;
 		cur = a.walk_end;
@@ -258,7 +282,7 @@ static int read_present(struct pmem *m, uint64_t start, uint64_t end,
 		for (i = 0; i < (size_t)r / 8; i++) {
 			uint64_t a = start + (k + i) * IMG_PAGE;
 
-			if ((buf[i] & (3ULL << 62)) &&
+			if ((buf[i] & (3ULL << 62)) && !pte_marker(buf[i]) &&
 			    add_range(p, a, a + IMG_PAGE))
 				return -ENOMEM;
 		}
