@@ -102,10 +102,16 @@ $(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
 # and read images with the tool's own reader.
 IMG_TOOL_SRCS := tools/image-fmt.c tools/proc-mem.c tools/dump.c tools/image.c
 $(B)/test/image-%: test/image-%.c $(TEST_COMMON) $(wildcard test/*.h) \
-		$(IMG_TOOL_SRCS) $(wildcard tools/*.h) $(STLIB)
+		$(IMG_TOOL_SRCS) $(wildcard tools/*.h) $(STLIB) \
+		$(B)/gen/fuzz-corpus.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Isrc -Itest -Itools $(LDFLAGS) -o $@ $< \
+	$(CC) $(ALL_CFLAGS) -Isrc -Itest -Itools -I$(B)/gen $(LDFLAGS) -o $@ $< \
 		$(TEST_COMMON) $(IMG_TOOL_SRCS) $(STLIB) $(LIBS)
+
+# the fuzz corpus as arrays, for image-badinput
+$(B)/gen/fuzz-corpus.h: test/fuzz/embed.sh $(wildcard test/fuzz/corpus/*)
+	@mkdir -p $(@D)
+	sh test/fuzz/embed.sh test/fuzz/corpus > $@
 
 examples: $(EXAMPLE_BINS)
 

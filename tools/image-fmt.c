@@ -247,6 +247,7 @@ static int parse_runs(struct img *im, struct img_region *r, struct cur *c,
 static int parse_regions(struct img *im, struct cur *c, char *err, size_t n)
 {
 	uint64_t prev_end = 0, ndata = 0;
+	char why[256];
 	uint32_t i;
 	int e;
 
@@ -291,10 +292,10 @@ static int parse_regions(struct img *im, struct cur *c, char *err, size_t n)
 		if (r->kind & IMG_KIND_SPECIAL)
 			continue;
 		r->npages = (r->end - r->start) / IMG_PAGE;
-		e = parse_runs(im, r, c, &ndata, err, n);
+		e = parse_runs(im, r, c, &ndata, why, sizeof(why));
 		if (e)
 			return fail(err, n, -e, "region %u (%#llx): %s", i,
-				    (unsigned long long)r->start, err);
+				    (unsigned long long)r->start, why);
 	}
 	if (ndata != im->ndata)
 		return fail(err, n, EINVAL,
