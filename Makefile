@@ -50,7 +50,7 @@ EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
 
 .PHONY: all lib tests bench-build examples check check-host check-kernels \
-	static-tests test-run bench demo install uninstall clean deps
+	static-tests test-run bench demo install uninstall clean deps fuzz
 
 all: lib $(B)/softdirty tests examples
 
@@ -98,6 +98,21 @@ $(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
 	$(CC) $(ALL_CFLAGS) -Isrc -Itest $(LDFLAGS) -o $@ $< $(TEST_COMMON) \
 		$(STLIB) $(LIBS)
 
+# Tests of dump/image/restore call the commands in-process (fork + cmd_*)
+# and read images with the tool's own reader.
+IMG_TOOL_SRCS := tools/image-fmt.c tools/proc-mem.c tools/dump.c tools/image.c
+$(B)/test/image-%: test/image-%.c $(TEST_COMMON) $(wildcard test/*.h) \
+		$(IMG_TOOL_SRCS) $(wildcard tools/*.h) $(STLIB) \
+		$(B)/gen/fuzz-corpus.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -Itest -Itools -I$(B)/gen $(LDFLAGS) -o $@ $< \
+		$(TEST_COMMON) $(IMG_TOOL_SRCS) $(STLIB) $(LIBS)
+
+# the fuzz corpus as arrays, for image-badinput
+$(B)/gen/fuzz-corpus.h: test/fuzz/embed.sh $(wildcard test/fuzz/corpus/*)
+	@mkdir -p $(@D)
+	sh test/fuzz/embed.sh test/fuzz/corpus > $@
+
 examples: $(EXAMPLE_BINS)
 
 $(B)/examples/%: examples/%.c $(STLIB)
@@ -117,6 +132,23 @@ static-tests:
 # Run the tests of this build (one program per test, TAP, per-test timeout).
 test-run: all
 	sh test/runner.sh $(B)/test
+
+# The image reader under libFuzzer (test/fuzz/README.md): checksums are
+# not enforced in this build so that mutations reach the parser.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -DIMG_FUZZING=1 -g -O1 \
+	-fsanitize=fuzzer,address,undefined -Itools
+FUZZ_TIME ?= 600
+
+$(B)/fuzz/image-fuzz: test/fuzz/image-fuzz.c tools/image-fmt.c tools/image-fmt.h
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ test/fuzz/image-fuzz.c tools/image-fmt.c -lxxhash
+
+$(B)/fuzz/mkseed: test/fuzz/mkseed.c tools/image-fmt.c tools/image-fmt.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itools -o $@ test/fuzz/mkseed.c tools/image-fmt.c -lxxhash
+
+fuzz: $(B)/fuzz/image-fuzz $(B)/fuzz/mkseed
+	sh test/fuzz/run.sh $(B)/fuzz $(FUZZ_TIME)
 
 deps:
 	sh scripts/deps.sh

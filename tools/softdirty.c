@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "softdirty.h"
 #include "run.h"
-#include "commands.h"
 
 static const char *const cap_names[] = {
 	"self", "remote", "kernel-writes", "exact", "contents", "regrown",
@@ -109,6 +109,13 @@ static void usage(FILE *f)
 		"  watch [--interval MS] [--backend NAME] [--json] [--heatmap FILE.svg]\n"
 		"        (PID | -- COMMAND [ARGS...])\n"
 		"                   what another process writes, every interval\n"
+		"  dump PID -D DIR [--parent DIR] [--leave-stopped]\n"
+		"                   write the process's memory to the image DIR (only the\n"
+		"                   pages changed since the parent image with --parent)\n"
+		"  image inspect|verify|flatten|diff ...\n"
+		"                   summarise, check, merge a chain, compare images\n"
+		"  restore DIR --pid PID\n"
+		"                   write an image's memory back into the process\n"
 		"  version          print the version\n"
 		"\n"
 		"See softdirty(1).\n");
@@ -126,6 +133,12 @@ int main(int argc, char **argv)
 		return softdirty_cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "watch"))
 		return cmd_watch(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "dump"))
+		return cmd_dump(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "image"))
+		return cmd_image(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "restore"))
+		return cmd_restore(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("softdirty %d.%d\n", SOFTDIRTY_VERSION_MAJOR,
 		       SOFTDIRTY_VERSION_MINOR);
