@@ -2,10 +2,10 @@
 # Run every test program in DIR (TAP output), each with a timeout, and
 # count TAP results: "N passed, N failed, N skipped".  POSIX sh, so the
 # same runner works inside the busybox initramfs of the qemu kernels.
-#   SOFTDIRTY_TEST_TIMEOUT  seconds per program (default 180)
+#   SOFTDIRTY_TEST_TIMEOUT  seconds per program (default 300)
 #   SOFTDIRTY_TEST_FILTER   run only programs whose name contains this
 dir=${1:?usage: runner.sh DIR}
-timeout_s=${SOFTDIRTY_TEST_TIMEOUT:-180}
+timeout_s=${SOFTDIRTY_TEST_TIMEOUT:-300}
 logdir=${SOFTDIRTY_TEST_LOGS:-$dir/../test-logs}
 mkdir -p "$logdir"
 pass=0 fail=0 skip=0
