@@ -42,6 +42,15 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* this thread's CPU time (the writer is single-threaded) */
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static unsigned long env_ul(const char *name, unsigned long def)
 {
 	const char *s = getenv(name);
@@ -51,6 +60,8 @@ static unsigned long env_ul(const char *name, unsigned long def)
 
 struct result {
 	double writes_per_s;
+	double writes_per_cpu_s;	/* per second of the writer's CPU time */
+	double secs;			/* the run's length */
 	double attach, detach;	/* seconds */
 	unsigned long collects;
 	double collect_s;	/* total time in collect */
@@ -63,7 +74,7 @@ static void writer(int in, int out, size_t npages, double secs)
 	uint8_t *p = mmap(NULL, npages * PG, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t x = 0x9e3779b97f4a7c15ULL, n = 0;
-	double t0, t;
+	double t0, t, c0;
 	char c;
 
 	if (p == MAP_FAILED)
@@ -73,6 +84,7 @@ static void writer(int in, int out, size_t npages, double secs)
 	if (write(out, "r", 1) != 1 || read(in, &c, 1) != 1)
 		_exit(3);
 	t0 = now_s();
+	c0 = cpu_s();
 	do {
 		for (int i = 0; i < 4096; i++) {
 			x ^= x >> 12;
@@ -84,9 +96,9 @@ static void writer(int in, int out, size_t npages, double secs)
 		n += 4096;
 		t = now_s();
 	} while (t - t0 < secs);
-	double rate = n / (t - t0);
+	double rate[3] = { n / (t - t0), n / (cpu_s() - c0), t - t0 };
 
-	if (write(out, &rate, sizeof(rate)) != sizeof(rate))
+	if (write(out, rate, sizeof(rate)) != sizeof(rate))
 		_exit(3);
 	_exit(0);
 }
@@ -184,8 +196,15 @@ static void run(const char *backend, unsigned ms, size_t npages, double secs,
 		if (next < now_s())
 			next = now_s();
 	}
-	if (read(from[0], &res->writes_per_s, sizeof(double)) != sizeof(double))
+	double got[3];
+
+	if (read(from[0], got, sizeof(got)) != sizeof(got)) {
 		res->err = -EPIPE;
+	} else {
+		res->writes_per_s = got[0];
+		res->writes_per_cpu_s = got[1];
+		res->secs = got[2];
+	}
 	if (sd) {
 		t = now_s();
 		softdirty_close(sd);
@@ -261,6 +280,13 @@ static int attach_small(const char *backend, int reps, double *at, double *dt)
 	return 0;
 }
 
+static void ratios(const char *label, double *q, int m)
+{
+	double med = median(q, m);
+
+	printf("%s %.3g× (%.3g–%.3g)", label, med, q[0], q[m - 1]);
+}
+
 int main(void)
 {
 	static const char *const names[] = { "kernel", "uffd", "hash" };
@@ -270,7 +296,8 @@ int main(void)
 	double secs = (double)env_ul("SOFTDIRTY_BENCH_SECS", 3);
 	int reps = (int)env_ul("SOFTDIRTY_BENCH_REPS", 3);
 	size_t npages = mb * (1 << 20) / PG;
-	struct result base[MAX_REPS], r[3][2][MAX_REPS];
+	/* per backend, interval, round: the tracked run and its baseline */
+	struct result r[3][2][MAX_REPS], base[3][2][MAX_REPS];
 	bool works[3];
 	struct utsname u;
 	int n;
@@ -291,29 +318,30 @@ int main(void)
 				works[b] = !pr[i].status &&
 					   (pr[i].caps & SOFTDIRTY_CAP_REMOTE);
 	}
-	for (int k = 0; k < reps; k++) {
-		run(NULL, 0, npages, secs, &base[k]);
+	/* every tracked run right after an untracked one */
+	for (int k = 0; k < reps; k++)
 		for (int b = 0; b < 3; b++)
-			for (int i = 0; i < 2; i++)
-				if (works[b])
-					run(names[b], intervals[i], npages, secs,
-					    &r[b][i][k]);
-	}
+			for (int i = 0; i < 2; i++) {
+				if (!works[b])
+					continue;
+				run(NULL, 0, npages, secs, &base[b][i][k]);
+				run(names[b], intervals[i], npages, secs,
+				    &r[b][i][k]);
+			}
 
 	uname(&u);
 	printf("## `watch`: the watched process's slowdown\n\n");
 	printf("%s %s %s, %ld CPUs; writer: random 8-byte stores to a %zu MiB "
 	       "region (populated, MADV_NOHUGEPAGE), %.0f s per run, %d "
-	       "rounds; ratio = tracked writes/s ÷ untracked writes/s of the "
-	       "same round, median (min–max).\n\n", u.sysname, u.release,
-	       u.machine, sysconf(_SC_NPROCESSORS_ONLN), mb, secs, reps);
-	double bw[MAX_REPS];
-
-	for (int k = 0; k < reps; k++)
-		bw[k] = base[k].writes_per_s;
-	printf("Untracked: %.3g writes/s (median).\n\n", median(bw, reps));
-	printf("| backend | interval | writes/s | ratio to untracked | "
-	       "collects/s | mean collect | attach | detach |\n");
+	       "rounds, each tracked run right after an untracked one.  "
+	       "Ratios: tracked ÷ untracked of the same pair, median "
+	       "(min–max); *wall* counts writes per elapsed second, *cpu* per "
+	       "second of the writer's own CPU time (user + system: page "
+	       "faults included, time taken by other processes excluded).\n\n",
+	       u.sysname, u.release, u.machine, sysconf(_SC_NPROCESSORS_ONLN),
+	       mb, secs, reps);
+	printf("| backend | interval | writes/s (wall, untracked → tracked) | "
+	       "ratio | collects/s | mean collect | attach | detach |\n");
 	printf("|---|---|---|---|---|---|---|---|\n");
 	for (int b = 0; b < 3; b++) {
 		if (!works[b]) {
@@ -326,18 +354,22 @@ int main(void)
 			continue;
 		}
 		for (int i = 0; i < 2; i++) {
-			double w[MAX_REPS], q[MAX_REPS], cps[MAX_REPS],
-			       mc[MAX_REPS], at[MAX_REPS], dt[MAX_REPS];
+			double w[MAX_REPS], bw[MAX_REPS], q[MAX_REPS], qc[MAX_REPS],
+			       cps[MAX_REPS], mc[MAX_REPS], at[MAX_REPS],
+			       dt[MAX_REPS];
 			int m = 0;
 
 			for (int k = 0; k < reps; k++) {
-				struct result *x = &r[b][i][k];
+				struct result *x = &r[b][i][k], *y = &base[b][i][k];
 
-				if (x->err || base[k].err || !base[k].writes_per_s)
+				if (x->err || y->err || !y->writes_per_s ||
+				    !y->writes_per_cpu_s)
 					continue;
 				w[m] = x->writes_per_s;
-				q[m] = x->writes_per_s / base[k].writes_per_s;
-				cps[m] = x->collects / secs;
+				bw[m] = y->writes_per_s;
+				q[m] = x->writes_per_s / y->writes_per_s;
+				qc[m] = x->writes_per_cpu_s / y->writes_per_cpu_s;
+				cps[m] = x->collects / x->secs;
 				mc[m] = x->collects ? x->collect_s / x->collects : 0;
 				at[m] = x->attach;
 				dt[m] = x->detach;
@@ -346,70 +378,36 @@ int main(void)
 			if (!m) {
 				printf("| %s | %u ms | failed: %s | | | | | |\n",
 				       names[b], intervals[i],
-				       strerror(-r[b][i][0].err));
+				       strerror(-(r[b][i][0].err ? r[b][i][0].err :
+						  base[b][i][0].err)));
 				continue;
 			}
-			double med_w = median(w, m), med_c = median(cps, m),
-			       med_m = median(mc, m), med_a = median(at, m),
-			       med_d = median(dt, m), med_q;
-
-			med_q = median(q, m);
-			printf("| %s | %u ms | %.3g | %.2f× (%.2f–%.2f) | %.1f | "
-			       "%.1f ms | %.1f ms | %.2f ms |\n", names[b],
-			       intervals[i], med_w, med_q, q[0], q[m - 1], med_c,
-			       med_m * 1e3, med_a * 1e3, med_d * 1e3);
+			printf("| %s | %u ms | %.3g → %.3g | ", names[b],
+			       intervals[i], median(bw, m), median(w, m));
+			ratios("wall", q, m);
+			ratios(", cpu", qc, m);
+			printf(" | %.1f | %.1f ms | %.1f ms | %.2f ms |\n",
+			       median(cps, m), median(mc, m) * 1e3,
+			       median(at, m) * 1e3, median(dt, m) * 1e3);
 		}
 	}
+
 	printf("\nAttach and detach on a small idle process (blocked in "
 	       "read(2), a few MiB mapped), median of %d:\n\n", reps);
 	printf("| backend | attach (softdirty_open) | detach (softdirty_close) |\n");
 	printf("|---|---|---|\n");
 	for (int b = 0; b < 3; b++) {
-		double at, dt;
+		double a = 0, d = 0;
 		int err;
 
 		if (!works[b])
 			continue;
-		err = attach_small(names[b], reps, &at, &dt);
+		err = attach_small(names[b], reps, &a, &d);
 		if (err)
 			printf("| %s | failed: %s | |\n", names[b], strerror(-err));
 		else
-			printf("| %s | %.2f ms | %.3f ms |\n", names[b], at * 1e3,
-			       dt * 1e3);
-	}
-	printf("\nAttach and detach on a small idle process (blocked in "
-	       "read(2), a few MiB mapped), median of %d:\n\n", reps);
-	printf("| backend | attach (softdirty_open) | detach (softdirty_close) |\n");
-	printf("|---|---|---|\n");
-	for (int b = 0; b < 3; b++) {
-		double at, dt;
-		int err;
-
-		if (!works[b])
-			continue;
-		err = attach_small(names[b], reps, &at, &dt);
-		if (err)
-			printf("| %s | failed: %s | |\n", names[b], strerror(-err));
-		else
-			printf("| %s | %.2f ms | %.3f ms |\n", names[b], at * 1e3,
-			       dt * 1e3);
-	}
-	printf("\nAttach and detach on a small idle process (blocked in "
-	       "read(2), a few MiB mapped), median of %d:\n\n", reps);
-	printf("| backend | attach (softdirty_open) | detach (softdirty_close) |\n");
-	printf("|---|---|---|\n");
-	for (int b = 0; b < 3; b++) {
-		double at, dt;
-		int err;
-
-		if (!works[b])
-			continue;
-		err = attach_small(names[b], reps, &at, &dt);
-		if (err)
-			printf("| %s | failed: %s | |\n", names[b], strerror(-err));
-		else
-			printf("| %s | %.2f ms | %.3f ms |\n", names[b], at * 1e3,
-			       dt * 1e3);
+			printf("| %s | %.2f ms | %.3f ms |\n", names[b], a * 1e3,
+			       d * 1e3);
 	}
 	return 0;
 }

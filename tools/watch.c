@@ -97,8 +97,14 @@ static int maps_read(struct maps *m, pid_t pid)
 	f = fopen(path, "re");
 	if (!f)
 		return -errno;
+	/* a zombie's maps are empty: keep the last layout for the summary */
+	if (getline(&line, &lcap, f) <= 0) {
+		free(line);
+		fclose(f);
+		return -ESRCH;
+	}
 	maps_clear(m);
-	while (getline(&line, &lcap, f) > 0) {
+	do {
 		unsigned long long s, e;
 		int off = 0;
 		char *name;
@@ -116,7 +122,7 @@ static int maps_read(struct maps *m, pid_t pid)
 			.start = s, .end = e,
 			.name = xstrdup(*name ? name : "anon"),
 		};
-	}
+	} while (getline(&line, &lcap, f) > 0);
 	free(line);
 	fclose(f);
 	return 0;
@@ -822,6 +828,8 @@ static int interval(struct watch *w, double t_prev, double *t_out)
 				return err;
 			w->unmapped.pages = 0;
 			if (w->hm) {
+				/* what a failed interval left behind */
+				w->hm->scratch.n = 0;
 				hm_next_interval(w->hm);
 				hm_regions(w->hm, &w->maps);
 			}
