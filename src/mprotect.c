@@ -437,15 +437,23 @@ static bool vma_query(uint64_t addr, struct mp_vma *v)
  * the reset (those are in the table as ro).  Its pages are new at that
  * address, or writable afterwards, so collect reports them either way.
  */
-static bool rescue_moved(uint64_t page)
+static bool rescue_moved(const struct mp_table *t, uint64_t page)
 {
+	size_t i = first_after(t, page);
+	uint64_t lo, hi;
 	struct mp_vma v;
 
 	if (!vma_query(page, &v) || !v.anon ||
 	    !(v.prot & PROT_READ) || (v.prot & PROT_WRITE))
 		return false;
-	return !mprotect((void *)v.start, v.end - v.start,
-			 (int)(v.prot | PROT_WRITE));
+	/*
+	 * Only the gap between table regions: in-place mremap growth merges
+	 * the new part into the VMA of a region we protected, whose pages
+	 * must keep faulting, or their next write is lost.
+	 */
+	lo = i > 0 ? MAX(v.start, t->r[i - 1].end) : v.start;
+	hi = i < t->n ? MIN(v.end, t->r[i].start) : v.end;
+	return !mprotect((void *)lo, hi - lo, (int)(v.prot | PROT_WRITE));
 }
 
 /* A write fault on a page we protected?  Then resolve it. */
@@ -472,7 +480,7 @@ static bool handle_ours(uint64_t addr)
 		if (r && !r->ro)
 			ours = unprotect(atomic_load(&G->bm), r, page);
 		else if (!r)
-			ours = rescue_moved(page);
+			ours = rescue_moved(t, page);
 	}
 	atomic_fetch_sub(&G->readers[i], 1);
 	return ours;
