@@ -26,7 +26,8 @@
  *  - [stack] and any VMA holding the caller's stack pointer;
  *  - thread stacks: glibc/musl put a thread's stack (with struct pthread,
  *    rseq area, robust list and clear_child_tid at its top) in an anonymous
- *    rw mapping directly above a PROT_NONE guard mapping;
+ *    rw mapping directly above a PROT_NONE guard mapping (any anonymous
+ *    PROT_NONE mapping but our own bitmap reservation counts as one);
  *  - the pages around the thread pointer of the main thread (captured in a
  *    constructor) and of every thread that called open/collect (its TCB,
  *    rseq area), plus glibc's __rseq_offset/__rseq_size area;
@@ -734,11 +735,18 @@ static bool vma_excluded(const struct sd_maps *m, size_t i)
 			  (starts(p, "/dev/") && !starts(p, "/dev/zero") &&
 			   !starts(p, "/dev/shm/"))))
 		return true;
-	/* a thread stack: anonymous rw right above an anonymous guard */
+	/*
+	 * A thread stack: anonymous rw right above an anonymous guard.  Not
+	 * when the "guard" is a piece of our bitmap reservation: a real
+	 * guard next to it would make a VMA reaching beyond it.
+	 */
 	if (!v->shared && !*p && i > 0) {
 		const struct sd_vma *g = &m->v[i - 1];
+		uint64_t bm = (uintptr_t)atomic_load(&G->bm);
 
-		if (g->end == v->start && !g->prot && !*g->path && !g->shared)
+		if (g->end == v->start && !g->prot && !*g->path &&
+		    !g->shared &&
+		    !(bm && g->start >= bm && g->end <= bm + MP_BM_BYTES))
 			return true;
 	}
 	return false;
