@@ -26,7 +26,8 @@
  *  - [stack] and any VMA holding the caller's stack pointer;
  *  - thread stacks: glibc/musl put a thread's stack (with struct pthread,
  *    rseq area, robust list and clear_child_tid at its top) in an anonymous
- *    rw mapping directly above a PROT_NONE guard mapping;
+ *    rw mapping directly above a PROT_NONE guard mapping (any anonymous
+ *    PROT_NONE mapping but our own bitmap reservation counts as one);
  *  - the pages around the thread pointer of the main thread (captured in a
  *    constructor) and of every thread that called open/collect (its TCB,
  *    rseq area), plus glibc's __rseq_offset/__rseq_size area;
@@ -437,15 +438,23 @@ static bool vma_query(uint64_t addr, struct mp_vma *v)
  * the reset (those are in the table as ro).  Its pages are new at that
  * address, or writable afterwards, so collect reports them either way.
  */
-static bool rescue_moved(uint64_t page)
+static bool rescue_moved(const struct mp_table *t, uint64_t page)
 {
+	size_t i = first_after(t, page);
+	uint64_t lo, hi;
 	struct mp_vma v;
 
 	if (!vma_query(page, &v) || !v.anon ||
 	    !(v.prot & PROT_READ) || (v.prot & PROT_WRITE))
 		return false;
-	return !mprotect((void *)v.start, v.end - v.start,
-			 (int)(v.prot | PROT_WRITE));
+	/*
+	 * Only the gap between table regions: in-place mremap growth merges
+	 * the new part into the VMA of a region we protected, whose pages
+	 * must keep faulting, or their next write is lost.
+	 */
+	lo = i > 0 ? MAX(v.start, t->r[i - 1].end) : v.start;
+	hi = i < t->n ? MIN(v.end, t->r[i].start) : v.end;
+	return !mprotect((void *)lo, hi - lo, (int)(v.prot | PROT_WRITE));
 }
 
 /* A write fault on a page we protected?  Then resolve it. */
@@ -472,7 +481,7 @@ static bool handle_ours(uint64_t addr)
 		if (r && !r->ro)
 			ours = unprotect(atomic_load(&G->bm), r, page);
 		else if (!r)
-			ours = rescue_moved(page);
+			ours = rescue_moved(t, page);
 	}
 	atomic_fetch_sub(&G->readers[i], 1);
 	return ours;
@@ -726,11 +735,18 @@ static bool vma_excluded(const struct sd_maps *m, size_t i)
 			  (starts(p, "/dev/") && !starts(p, "/dev/zero") &&
 			   !starts(p, "/dev/shm/"))))
 		return true;
-	/* a thread stack: anonymous rw right above an anonymous guard */
+	/*
+	 * A thread stack: anonymous rw right above an anonymous guard.  Not
+	 * when the "guard" is a piece of our bitmap reservation: a real
+	 * guard next to it would make a VMA reaching beyond it.
+	 */
 	if (!v->shared && !*p && i > 0) {
 		const struct sd_vma *g = &m->v[i - 1];
+		uint64_t bm = (uintptr_t)atomic_load(&G->bm);
 
-		if (g->end == v->start && !g->prot && !*g->path && !g->shared)
+		if (g->end == v->start && !g->prot && !*g->path &&
+		    !g->shared &&
+		    !(bm && g->start >= bm && g->end <= bm + MP_BM_BYTES))
 			return true;
 	}
 	return false;

@@ -519,19 +519,11 @@ int main(void)
 		tap_diag("%s: %lu pages checked over %d rounds, %lu reported beyond the oracle, %lu not required (documented limits in caps)",
 			 t->be->name, t->checked, rounds, t->extra,
 			 t->documented);
-		if (!(t->be->caps & SOFTDIRTY_CAP_PROT_CHANGES))
-			/* the mprotect backend's known defect (the issue) */
-			tap_ok_todo(t->misses == 0 && t->checked > 0,
-				    "mprotect backend: rare misses after mremap growth + MADV_DONTNEED + mprotect",
-				    "%s: every page the kernel's bit 55 calls dirty is reported (%lu missed)",
-				    t->be->name, t->misses);
-		else
-			tap_ok(t->misses == 0 && t->checked > 0,
-			       "%s: every page the %s calls dirty is reported (%lu missed)",
-			       t->be->name,
-			       (t->be->caps & SOFTDIRTY_CAP_CONTENTS) ?
-			       "contents comparison" : "kernel's bit 55",
-			       t->misses);
+		tap_ok(t->misses == 0 && t->checked > 0,
+		       "%s: every page the %s calls dirty is reported (%lu missed)",
+		       t->be->name,
+		       (t->be->caps & SOFTDIRTY_CAP_CONTENTS) ?
+		       "contents comparison" : "kernel's bit 55", t->misses);
 		softdirty_close(t->sd);
 	}
 	return tap_done();

@@ -649,21 +649,8 @@ static void run(const struct td_backend *be, void *ctx)
 		tap_diag("%s: %lu of the %lu misses on pages the program made "
 			 "writable with mprotect() since the reset", be->name,
 			 S.misses_flipped, S.misses);
-	if (!(be->caps & SOFTDIRTY_CAP_PROT_CHANGES))
-		/*
-		 * The mprotect backend still misses rare writes after
-		 * in-place mremap growth, MADV_DONTNEED and the program's
-		 * own mprotect (see the issue); visible, not hidden.
-		 */
-		tap_ok_todo(ok && !S.misses, "mprotect backend: rare misses "
-			    "after mremap growth + MADV_DONTNEED + mprotect",
-			    "%s: random workload (seed %#" PRIx64 "): zero "
-			    "missed writes (%lu missed)", be->name, seed,
-			    S.misses);
-	else
-		tap_ok(ok && !S.misses, "%s: random workload (seed %#" PRIx64
-		       "): zero missed writes (%lu missed)", be->name, seed,
-		       S.misses);
+	tap_ok(ok && !S.misses, "%s: random workload (seed %#" PRIx64
+	       "): zero missed writes (%lu missed)", be->name, seed, S.misses);
 	tap_ok(!S.write_faults, "%s: random workload: no write to a writable "
 	       "page faulted (%lu did)", be->name, S.write_faults);
 	tap_ok(!S.sysfail, "%s: random workload: every mmap/munmap/mremap/"
