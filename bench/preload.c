@@ -106,7 +106,8 @@ static double time_read(int pm, uint64_t *buf, size_t pages, off_t off,
  * What each kernel call of the shim's 1-page read costs here, against the
  * kernel's own 1-page pagemap read: the shim makes that read plus an fstat
  * (is the fd still ours), a PROCMAP_QUERY (the VMA of the page) and two
- * PAGEMAP_SCANs (unregistered parts, written pages).  Mean of 2000 each.
+ * PAGEMAP_SCANs (unregistered parts, written pages).  Median of 20 means
+ * of 100 calls each.
  */
 static void call_costs(int pm, char *p)
 {
@@ -141,21 +142,31 @@ static void call_costs(int pm, char *p)
 	int c, i;
 
 	for (c = 0; c < 6; c++) {
-		double t = now();
+		double m[ROUNDS];
+		int b;
 
-		for (i = 0; i < 2000; i++) {
-			switch (c) {
-			case 0: syscall(SYS_getppid); break;
-			case 1: syscall(SYS_pread64, (long)pm, &e, 8L,
-					(long)((uintptr_t)p / PG * 8)); break;
-			case 2: (void)!fstat(pm, &st); break;
-			case 3: (void)!ioctl(maps, PROCMAP_QUERY, &q); break;
-			case 4: (void)!ioctl(pm, PAGEMAP_SCAN, &unreg); break;
-			case 5: (void)!ioctl(pm, PAGEMAP_SCAN, &written); break;
+		for (b = 0; b < ROUNDS; b++) {
+			double t = now();
+
+			for (i = 0; i < 100; i++) {
+				switch (c) {
+				case 0: syscall(SYS_getppid); break;
+				case 1: syscall(SYS_pread64, (long)pm, &e, 8L,
+						(long)((uintptr_t)p / PG * 8));
+					break;
+				case 2: (void)!fstat(pm, &st); break;
+				case 3: (void)!ioctl(maps, PROCMAP_QUERY, &q);
+					break;
+				case 4: (void)!ioctl(pm, PAGEMAP_SCAN, &unreg);
+					break;
+				case 5: (void)!ioctl(pm, PAGEMAP_SCAN, &written);
+					break;
+				}
 			}
+			m[b] = (now() - t) / 100;
 		}
 		printf("shim: call cost: %-45s %6.2f us\n", what[c],
-		       (now() - t) / 2000 * 1e6);
+		       median(m, ROUNDS) * 1e6);
 	}
 	close(maps);
 }

@@ -12,7 +12,7 @@
 # KERNEL: 6.1 and/or 6.12 (default: both).
 #
 # Environment:
-#   QEMU_TIMEOUT=SECS       wall clock per kernel, boot included (default 240)
+#   QEMU_TIMEOUT=SECS       wall clock per kernel, boot included (default 480)
 #   TEST_TIMEOUT=SECS       per test inside the VM, then SIGKILL (default 90)
 #   QEMU_MEM=MiB            guest memory (default 2048: tests map 1 GiB)
 #   QEMU_SMP=N              guest CPUs (default 2)
@@ -58,7 +58,7 @@ test_bin_dir=$(cd "$test_bin_dir" && pwd)
 mkdir -p "$build_dir" || qdie "cannot create $build_dir"
 build_dir=$(cd "$build_dir" && pwd)
 
-QEMU_TIMEOUT=${QEMU_TIMEOUT:-240}
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-480}
 TEST_TIMEOUT=${TEST_TIMEOUT:-90}
 QEMU_MEM=${QEMU_MEM:-2048}
 QEMU_SMP=${QEMU_SMP:-2}
