@@ -199,8 +199,9 @@ static int do_dump(const struct dump_opts *o)
 	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off;
 	char *exe = NULL, err[512];
 	uint8_t *buf = MAP_FAILED;
-	size_t buflen = 0, j;
-	double t0, t1, t2, t3;
+	const uint8_t *pend = NULL;
+	size_t buflen = 0, j, pn = 0;
+	double ta, t0, t1, t2, t3;
 	struct progress pr = { .on = o->progress, .what = "dump" };
 	bool frozen = false, writer = false;
 	int e, rc = 1;
@@ -246,6 +247,7 @@ static int do_dump(const struct dump_opts *o)
 	buf = copy_buffer(buflen);
 	if (buf == MAP_FAILED)
 		goto nomem;
+	ta = now();
 	if (freeze(&sd, o->pid, o->backend))
 		goto out;
 	frozen = true;
@@ -338,17 +340,35 @@ static int do_dump(const struct dump_opts *o)
 					nzero++;
 				} else {
 					st = IMG_DATA;
-					e = img_writer_page(&w, page);
-					if (e) {
-						fprintf(stderr, "softdirty dump: writing %s: %s\n",
-							o->dir, strerror(-e));
-						goto out;
+					/* one write for consecutive stored pages */
+					if (pn && pend + pn * IMG_PAGE == page &&
+					    pn < 1024) {
+						pn++;
+					} else {
+						e = img_writer_pages(&w, pend, pn);
+						pend = page;
+						pn = 1;
 					}
+				}
+				if (st != IMG_DATA && pn) {
+					e = img_writer_pages(&w, pend, pn);
+					pn = 0;
+				}
+				if (e) {
+					fprintf(stderr, "softdirty dump: writing %s: %s\n",
+						o->dir, strerror(-e));
+					goto out;
 				}
 				if (add_run(&reg[i], &cap,
 					    (a - reg[i].start) / IMG_PAGE, st))
 					goto nomem;
 			}
+	}
+	e = img_writer_pages(&w, pend, pn);
+	if (e) {
+		fprintf(stderr, "softdirty dump: writing %s: %s\n", o->dir,
+			strerror(-e));
+		goto out;
 	}
 	w.meta.pid = (uint64_t)o->pid;
 	w.meta.start_time = start_time;
@@ -395,8 +415,8 @@ static int do_dump(const struct dump_opts *o)
 		printf("dump: %u regions, %" PRIu64 " present pages: %" PRIu64
 		       " stored, %" PRIu64 " zero, %" PRIu64 " unchanged since the parent\n",
 		       nreg, present, w.ndata, nzero, nparent);
-		printf("dump: frozen %.3f ms (tracker %s, used to stop the threads)%s; checksums and write %.3f s\n",
-		       (t1 - t0) * 1e3, softdirty_backend(sd),
+		printf("dump: frozen %.3f ms (tracker %s, used to stop the threads: %.3f ms to open and stop)%s; checksums and write %.3f s\n",
+		       (t1 - t0) * 1e3, softdirty_backend(sd), (t0 - ta) * 1e3,
 		       o->leave_stopped ? "; left stopped (SIGSTOP)" : "",
 		       t3 - t2);
 	}
