@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
@@ -100,8 +101,17 @@ static void target(int in, int out)
 
 /* ---------- helpers ---------- */
 
+/* CPU seconds (user + system) of the last run() child */
+static double last_cpu;
+
+static double tv(struct timeval t)
+{
+	return (double)t.tv_sec + (double)t.tv_usec / 1e6;
+}
+
 static int run(int (*fn)(int, char **), char *outbuf, size_t outlen, ...)
 {
+	struct rusage ru;
 	char *argv[16], path[128];
 	va_list ap;
 	int argc = 0, st, fd;
@@ -124,8 +134,9 @@ static int run(int (*fn)(int, char **), char *outbuf, size_t outlen, ...)
 		fflush(stdout);
 		_exit(st);
 	}
-	if (p < 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st))
+	if (p < 0 || wait4(p, &st, 0, &ru) != p || !WIFEXITED(st))
 		return -1;
+	last_cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	r = fd < 0 ? -1 : read(fd, outbuf, outlen - 1);
 	if (fd >= 0)
@@ -219,8 +230,10 @@ static uint32_t do_writes(int to, int from, uint32_t n)
 static double raw_read(pid_t pid, uint8_t *remote, uint8_t *buf)
 {
 	size_t chunk = 4096 * PGSZ, off;
+	struct rusage a, b;
 	double t = now();
 
+	getrusage(RUSAGE_SELF, &a);
 	for (off = 0; off < npages * PGSZ; off += chunk) {
 		size_t len = npages * PGSZ - off < chunk ? npages * PGSZ - off : chunk;
 		struct iovec l = { buf + off, len }, r = { remote + off, len };
@@ -228,7 +241,10 @@ static double raw_read(pid_t pid, uint8_t *remote, uint8_t *buf)
 		if (process_vm_readv(pid, &l, 1, &r, 1, 0) != (ssize_t)len)
 			return -1;
 	}
-	return now() - t;
+	t = now() - t;
+	getrusage(RUSAGE_SELF, &b);
+	last_cpu = tv(b.ru_utime) + tv(b.ru_stime) - tv(a.ru_utime) - tv(a.ru_stime);
+	return t;
 }
 
 int main(void)
@@ -264,11 +280,13 @@ int main(void)
 	printf("%s %s %s, %ld CPUs; target heap %zu MiB = %zu pages (a quarter random, the rest text, none zero), plus its binary and libc; images on tmpfs (/dev/shm); %d repetitions, median (min).\n\n",
 	       u.sysname, u.release, u.machine, sysconf(_SC_NPROCESSORS_ONLN),
 	       mb, npages, reps);
+	printf("Throughput: heap bytes ÷ wall time of the whole command (open the tracker, stop, copy, checksums, write, fsync); CPU: user + system seconds of the command.\n\n");
 	printf("| backend (stops the target) | raw process_vm_readv | full dump | full dump frozen | full / raw | 1 %% written: incremental dump | frozen | stored pages (written) | restore after 1 %% written | pages written back | image size full / incr |\n");
 	printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
 	for (b = 0; b < SOFTDIRTY_BACKEND_COUNT; b++) {
 		struct stat_ raw = { 0 }, full = { 0 }, ffr = { 0 }, inc = { 0 },
-			     ifr = { 0 }, rst = { 0 };
+			     ifr = { 0 }, rst = { 0 }, rawc = { 0 }, fullc = { 0 },
+			     incc = { 0 }, rstc = { 0 };
 		long stored = -1, written = -1, fsz = -1, isz = -1;
 		int to[2], from[2];
 		pid_t t;
@@ -299,6 +317,7 @@ int main(void)
 			uint32_t w;
 
 			add(&raw, raw_read(t, mem, buf));
+			add(&rawc, last_cpu);
 			t0 = now();
 			if (run(cmd_dump, out, sizeof(out), "dump", pid, "-D", d0,
 				"--backend", pr[b].name, NULL)) {
@@ -306,6 +325,7 @@ int main(void)
 				return 1;
 			}
 			add(&full, now() - t0);
+			add(&fullc, last_cpu);
 			add(&ffr, frozen_ms(out));
 			fsz = fsize(d0);
 			w = do_writes(to[1], from[0], nw);
@@ -316,6 +336,7 @@ int main(void)
 				return 1;
 			}
 			add(&inc, now() - t0);
+			add(&incc, last_cpu);
 			add(&ifr, frozen_ms(out));
 			stored = (long)field(out, "stored");
 			isz = fsize(d1);
@@ -328,16 +349,18 @@ int main(void)
 				return 1;
 			}
 			add(&rst, now() - t0);
+			add(&rstc, last_cpu);
 			written = (long)field(out, "pages written back");
 			rmimg(d1);
 			rmimg(d0);
 		}
-		printf("| %s | %.2f GB/s (%.2f) | %.2f GB/s (%.2f) | %.0f ms (%.0f) | %.2f× | %.2f GB/s (%.2f) | %.0f ms (%.0f) | %ld (%u) | %.2f GB/s (%.2f) | %ld | %.0f / %.1f MiB |\n",
-		       pr[b].name, gb / med(&raw), gb / mn(&raw), gb / med(&full),
-		       gb / mn(&full), med(&ffr), mn(&ffr),
-		       med(&raw) / med(&full), gb / med(&inc), gb / mn(&inc),
-		       med(&ifr), mn(&ifr), stored, nw, gb / med(&rst),
-		       gb / mn(&rst), written, fsz / 1048576.0, isz / 1048576.0);
+		printf("| %s | %.2f GB/s (%.2f); CPU %.2f s | %.2f GB/s (%.2f); CPU %.2f s | %.0f ms (%.0f) | %.2f× (CPU %.1f×) | %.2f GB/s (%.2f); CPU %.2f s | %.0f ms (%.0f) | %ld (%u) | %.2f GB/s (%.2f); CPU %.2f s | %ld | %.0f / %.1f MiB |\n",
+		       pr[b].name, gb / med(&raw), gb / mn(&raw), med(&rawc),
+		       gb / med(&full), gb / mn(&full), med(&fullc), med(&ffr),
+		       mn(&ffr), med(&raw) / med(&full), med(&fullc) / med(&rawc),
+		       gb / med(&inc), gb / mn(&inc), med(&incc), med(&ifr),
+		       mn(&ifr), stored, nw, gb / med(&rst), gb / mn(&rst),
+		       med(&rstc), written, fsz / 1048576.0, isz / 1048576.0);
 		fflush(stdout);
 		close(to[1]);
 		close(from[0]);
