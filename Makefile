@@ -121,6 +121,11 @@ $(B)/examples/%: examples/%.c $(STLIB)
 
 bench-build: $(BENCH_BINS)
 
+$(B)/bench/image-%: bench/image-%.c $(IMG_TOOL_SRCS) $(wildcard tools/*.h) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -Ibench -Itools $(LDFLAGS) -o $@ $< \
+		$(IMG_TOOL_SRCS) $(STLIB) $(LIBS) -lm
+
 $(B)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc -Ibench $(LDFLAGS) -o $@ $< $(STLIB) $(LIBS) -lm

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -214,18 +215,47 @@ static bool recv_all(struct td_child *c, void *buf, size_t n)
 	return true;
 }
 
+/*
+ * The workload answers, then goes back to read(2): wait until it sleeps
+ * there, so that every dump and restore sees it at the same place in its
+ * code (a restore rolls back its stack, not its registers).
+ */
+static bool blocked_in_read(pid_t pid)
+{
+	char path[64], buf[64], want[16];
+	int i, fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	snprintf(want, sizeof(want), "%d ", SYS_read);
+	for (i = 0; i < 5000; i++) {
+		ssize_t n;
+
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return false;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0 && !strncmp(buf, want, strlen(want)))
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
 static bool wl_cmd(struct td_child *c, const char *m, size_t n)
 {
 	char k = 0;
 
-	return write(c->to, m, n) == (ssize_t)n && recv_all(c, &k, 1) && k == 'k';
+	return write(c->to, m, n) == (ssize_t)n && recv_all(c, &k, 1) &&
+	       k == 'k' && blocked_in_read(c->pid);
 }
 
 static uint64_t wl_sum(struct td_child *c)
 {
 	uint64_t h = 0;
 
-	if (write(c->to, "c", 1) != 1 || !recv_all(c, &h, sizeof(h)))
+	if (write(c->to, "c", 1) != 1 || !recv_all(c, &h, sizeof(h)) ||
+	    !blocked_in_read(c->pid))
 		return 0;
 	return h;
 }
@@ -406,7 +436,8 @@ static void chain(const struct td_backend *be, void *ctx)
 			 "%s: dump chain", be->name);
 		return;
 	}
-	if (td_child_spawn(&c, spawn_fn) || !recv_all(&c, addr, sizeof(addr)))
+	if (td_child_spawn(&c, spawn_fn) || !recv_all(&c, addr, sizeof(addr)) ||
+	    !blocked_in_read(c.pid))
 		tap_bail("cannot start the workload");
 	snprintf(pid, sizeof(pid), "%d", (int)c.pid);
 	for (k = 0; k < NLINKS; k++) {
@@ -498,8 +529,16 @@ static void chain(const struct td_backend *be, void *ctx)
 		}
 		if (!tap_ok(rc == 0 && wl_sum(&c) == ck[l],
 			    "%s: restore link %d: the workload's checksum is the one at that link (exit %d, %ld pages written)",
-			    be->name, l, rc, n))
+			    be->name, l, rc, n)) {
+			char d[128];
+
 			show_output();
+			/* what differs from the link now */
+			snprintf(d, sizeof(d), "%s/%s-fail%d", tmpdir, be->name, l);
+			run(cmd_dump, "dump", pid, "-D", d, "--quiet", NULL);
+			run(cmd_image, "image", "diff", link[l], d, NULL);
+			show_output();
+		}
 		if (l != NLINKS - 1)
 			tap_ok(n > 0, "%s: restore of link %d wrote back pages (%ld)",
 			       be->name, l, n);

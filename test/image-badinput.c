@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -506,6 +507,34 @@ static void restore_bad(void)
 	       mem_sum(c.pid) == before,
 	       "restore of another process's image: refused (exit %d)", rc);
 	tap_ok(td_child_responds(&c), "the process runs on after the refusals");
+
+	/* --leave-stopped: stopped (job control) until SIGCONT */
+	rc = run(cmd_dump, "dump", pid, "-D", path_of("live-stopped"),
+		 "--parent", good, "--leave-stopped", "--quiet", NULL);
+	{
+		char path[64], st[512], *p = NULL;
+		int fd, i;
+		ssize_t n = 0;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)c.pid);
+		/* the SIGSTOP is delivered once the threads are let go */
+		for (i = 0; i < 300; i++) {
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			n = fd < 0 ? -1 : read(fd, st, sizeof(st) - 1);
+			if (fd >= 0)
+				close(fd);
+			st[n > 0 ? n : 0] = 0;
+			p = strrchr(st, ')');
+			if (p && p[2] == 'T')
+				break;
+			usleep(10000);
+		}
+		tap_ok(rc == 0 && p && p[2] == 'T',
+		       "dump --leave-stopped: the process is left stopped (exit %d, state %c)",
+		       rc, p ? p[2] : '?');
+		kill(c.pid, SIGCONT);
+		tap_ok(td_child_responds(&c), "after SIGCONT it runs on");
+	}
 	td_child_reap(&c, NULL);
 }
 

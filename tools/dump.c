@@ -9,6 +9,7 @@
  * same address in the same mapping (docs/image-format.md says why).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -198,8 +199,9 @@ static int do_dump(const struct dump_opts *o)
 	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off;
 	char *exe = NULL, err[512];
 	uint8_t *buf = MAP_FAILED;
-	size_t buflen = 0, j;
-	double t0, t1, t2, t3;
+	const uint8_t *pend = NULL;
+	size_t buflen = 0, j, pn = 0;
+	double ta, t0, t1, t2, t3;
 	struct progress pr = { .on = o->progress, .what = "dump" };
 	bool frozen = false, writer = false;
 	int e, rc = 1;
@@ -245,6 +247,7 @@ static int do_dump(const struct dump_opts *o)
 	buf = copy_buffer(buflen);
 	if (buf == MAP_FAILED)
 		goto nomem;
+	ta = now();
 	if (freeze(&sd, o->pid, o->backend))
 		goto out;
 	frozen = true;
@@ -337,17 +340,35 @@ static int do_dump(const struct dump_opts *o)
 					nzero++;
 				} else {
 					st = IMG_DATA;
-					e = img_writer_page(&w, page);
-					if (e) {
-						fprintf(stderr, "softdirty dump: writing %s: %s\n",
-							o->dir, strerror(-e));
-						goto out;
+					/* one write for consecutive stored pages */
+					if (pn && pend + pn * IMG_PAGE == page &&
+					    pn < 1024) {
+						pn++;
+					} else {
+						e = img_writer_pages(&w, pend, pn);
+						pend = page;
+						pn = 1;
 					}
+				}
+				if (st != IMG_DATA && pn) {
+					e = img_writer_pages(&w, pend, pn);
+					pn = 0;
+				}
+				if (e) {
+					fprintf(stderr, "softdirty dump: writing %s: %s\n",
+						o->dir, strerror(-e));
+					goto out;
 				}
 				if (add_run(&reg[i], &cap,
 					    (a - reg[i].start) / IMG_PAGE, st))
 					goto nomem;
 			}
+	}
+	e = img_writer_pages(&w, pend, pn);
+	if (e) {
+		fprintf(stderr, "softdirty dump: writing %s: %s\n", o->dir,
+			strerror(-e));
+		goto out;
 	}
 	w.meta.pid = (uint64_t)o->pid;
 	w.meta.start_time = start_time;
@@ -394,8 +415,8 @@ static int do_dump(const struct dump_opts *o)
 		printf("dump: %u regions, %" PRIu64 " present pages: %" PRIu64
 		       " stored, %" PRIu64 " zero, %" PRIu64 " unchanged since the parent\n",
 		       nreg, present, w.ndata, nzero, nparent);
-		printf("dump: frozen %.3f ms (tracker %s, used to stop the threads)%s; checksums and write %.3f s\n",
-		       (t1 - t0) * 1e3, softdirty_backend(sd),
+		printf("dump: frozen %.3f ms (tracker %s, used to stop the threads: %.3f ms to open and stop)%s; checksums and write %.3f s\n",
+		       (t1 - t0) * 1e3, softdirty_backend(sd), (t0 - ta) * 1e3,
 		       o->leave_stopped ? "; left stopped (SIGSTOP)" : "",
 		       t3 - t2);
 	}
@@ -483,6 +504,36 @@ static bool in_ranges(const struct prange *p, size_t n, uint64_t a)
 	return lo < n && p[lo].start <= a;
 }
 
+#define BATCH 256
+
+/* Read n pages at a, write back those whose checksum differs. */
+static int restore_batch(struct pmem *m, const struct img *im, uint64_t a,
+			 uint64_t n, uint8_t *buf, uint64_t *written,
+			 uint64_t *unchanged)
+{
+	uint64_t i;
+	int e;
+
+	if (!n)
+		return 0;
+	e = pmem_read(m, a, buf, n * IMG_PAGE);
+	for (i = 0; i < n && !e; i++) {
+		const uint8_t *d, *h;
+		uint8_t hh[16];
+
+		if (img_page(im, a + i * IMG_PAGE, &d, &h) == IMG_NONE)
+			return -EIO;	/* the caller asked for present pages */
+		img_page_hash(buf + i * IMG_PAGE, hh);
+		if (!memcmp(hh, h, 16)) {
+			(*unchanged)++;
+			continue;
+		}
+		e = pmem_write(m, a + i * IMG_PAGE, d, IMG_PAGE);
+		(*written)++;
+	}
+	return e;
+}
+
 static bool layout_matches(const struct img *im, const struct img_region *cur,
 			   uint32_t ncur)
 {
@@ -530,6 +581,8 @@ static int do_restore(const char *dir, pid_t pid, const char *backend,
 	struct pmem m = { .mem_fd = -1, .pm_fd = -1 };
 	struct img_region *cur = NULL;
 	uint32_t ncur = 0, i;
+	uint64_t fromfile = 0;
+	int ffd;
 	uint64_t start_time, unchanged = 0, written = 0, zeroed = 0, skipped = 0;
 	uint8_t *page = NULL;
 	char *exe = NULL, err[512];
@@ -557,7 +610,7 @@ static int do_restore(const char *dir, pid_t pid, const char *backend,
 			im->exe, (int)pid, start_time, exe);
 		goto out;
 	}
-	page = malloc(IMG_PAGE);
+	page = malloc(BATCH * IMG_PAGE);
 	if (!page)
 		goto out;
 	e = pmem_open(&m, pid, true);
@@ -593,53 +646,72 @@ static int do_restore(const char *dir, pid_t pid, const char *backend,
 		if (e)
 			goto io;
 		/* the image's pages: written back where they differ */
-		for (k = 0; k < r->nruns && !e; k++)
-			for (a = r->start + r->runs[k].first * IMG_PAGE;
-			     a < r->start + (r->runs[k].first + r->runs[k].count) * IMG_PAGE;
-			     a += IMG_PAGE) {
-				const uint8_t *d, *h;
-				uint8_t hh[16];
-				int st = img_page(im, a, &d, &h);
+		for (k = 0; k < r->nruns && !e; k++) {
+			uint64_t end = r->start + (r->runs[k].first +
+						   r->runs[k].count) * IMG_PAGE;
+			uint64_t bs = 0, bn = 0;
 
-				if (!in_ranges(pr, np, a) && st == IMG_ZERO && anon) {
-					unchanged++;	/* not populated: reads as zeros */
+			for (a = r->start + r->runs[k].first * IMG_PAGE;
+			     a <= end && !e; a += IMG_PAGE) {
+				const uint8_t *d, *h;
+				/* not populated, zero in the image: reads as zeros */
+				bool skip = a < end && anon && !in_ranges(pr, np, a) &&
+					    img_page(im, a, &d, &h) == IMG_ZERO;
+
+				if (a < end && !skip && bn < BATCH) {
+					if (!bn++)
+						bs = a;
 					continue;
 				}
-				e = pmem_read(&m, a, page, IMG_PAGE);
-				if (e)
-					break;
-				img_page_hash(page, hh);
-				if (!memcmp(hh, h, 16)) {
+				e = restore_batch(&m, im, bs, bn, page,
+						  &written, &unchanged);
+				bn = 0;
+				if (skip)
 					unchanged++;
-					continue;
+				else if (a < end) {
+					bs = a;
+					bn = 1;
 				}
-				e = pmem_write(&m, a, d, IMG_PAGE);
-				if (e)
-					break;
-				written++;
 			}
-		/* present now, absent then: anonymous memory read as zeros */
+		}
+		/*
+		 * present now, absent then: anonymous memory read as zeros
+		 * then, a private file mapping read its file
+		 */
+		ffd = -1;
+		if (!anon && !(r->prot & IMG_PROT_SHARED) && r->name[0] == '/')
+			ffd = open(r->name, O_RDONLY | O_CLOEXEC);
 		for (j = 0; j < np && !e; j++)
 			for (a = pr[j].start; a < pr[j].end; a += IMG_PAGE) {
 				const uint8_t *d, *h;
+				uint8_t *then = page + IMG_PAGE;
 
 				if (img_page(im, a, &d, &h) != IMG_NONE)
 					continue;
-				if (!anon) {
+				if (!anon && ffd < 0) {
+					skipped++;
+					continue;
+				}
+				memset(then, 0, IMG_PAGE);
+				if (!anon && pread(ffd, then, IMG_PAGE,
+						   (off_t)(r->offset + (a - r->start))) < 0) {
 					skipped++;
 					continue;
 				}
 				e = pmem_read(&m, a, page, IMG_PAGE);
 				if (e)
 					break;
-				if (img_page_is_zero(page))
+				if (!memcmp(page, then, IMG_PAGE))
 					continue;
-				e = pmem_write(&m, a, img_zero_page, IMG_PAGE);
+				e = pmem_write(&m, a, then, IMG_PAGE);
 				if (e)
 					break;
 				written++;
-				zeroed++;
+				zeroed += anon;
+				fromfile += !anon;
 			}
+		if (ffd >= 0)
+			close(ffd);
 		free(pr);
 		if (e)
 			goto io;
@@ -650,8 +722,11 @@ static int do_restore(const char *dir, pid_t pid, const char *backend,
 		       " of them zeroed: absent in the image), %" PRIu64
 		       " unchanged since (compared by checksum)\n",
 		       dir, (int)pid, written, zeroed, unchanged);
+		if (fromfile)
+			printf("restore: %" PRIu64 " pages of private file mappings were not resident when dumped: read again from their files\n",
+			       fromfile);
 		if (skipped)
-			printf("restore: %" PRIu64 " file-backed pages were not resident when dumped and are left as they are\n",
+			printf("restore: %" PRIu64 " pages of shared or unreadable file mappings were not resident when dumped and are left as they are\n",
 			       skipped);
 		printf("restore: frozen %.3f ms\n", (t1 - t0) * 1e3);
 	}

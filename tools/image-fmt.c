@@ -701,13 +701,18 @@ static int write_all(int fd, const void *p, size_t len)
 	return 0;
 }
 
-int img_writer_page(struct img_writer *w, const void *page)
+int img_writer_pages(struct img_writer *w, const void *pages, size_t n)
 {
-	int e = write_all(w->fd, page, IMG_PAGE);
+	int e = write_all(w->fd, pages, n * IMG_PAGE);
 
 	if (!e)
-		w->ndata++;
+		w->ndata += n;
 	return e;
+}
+
+int img_writer_page(struct img_writer *w, const void *page)
+{
+	return img_writer_pages(w, page, 1);
 }
 
 struct mbuf {

@@ -132,6 +132,8 @@ int img_writer_open(struct img_writer *w, const char *dir, char *err,
 		    size_t errlen);
 /* Append one DATA page: 0 or -errno. */
 int img_writer_page(struct img_writer *w, const void *page);
+/* Append n DATA pages held one after the other in memory. */
+int img_writer_pages(struct img_writer *w, const void *pages, size_t n);
 /*
  * Write the metadata from w->meta (regions with state/hash arrays), fsync,
  * rename to DIR.  w->meta.ndata must equal the number of pages appended.
