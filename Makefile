@@ -166,7 +166,7 @@ check-host: deps
 	bash test/check-all.sh --host-only
 
 demo: deps all
-	$(B)/examples/demo
+	sh scripts/demo.sh $(B)
 
 bench: deps bench-build
 	sh bench/run.sh $(B)/bench

@@ -6,6 +6,9 @@
  * runs in a thread while the main thread asks, every 250 ms, "which pages
  * were written since last time?" with each working backend, and checks the
  * answer against the workload's own record of what it wrote.
+ *
+ * `demo --workload SECONDS` runs only the workload, as a process for
+ * softdirty watch and softdirty dump to look at (scripts/demo.sh).
  */
 #include <softdirty.h>
 #include <pthread.h>
@@ -138,7 +141,21 @@ out:
 	return missed_total ? 1 : 0;
 }
 
-int main(void)
+static int workload_only(const char *secs)
+{
+	pthread_t th;
+	double end = now() + atof(secs);
+
+	if (pthread_create(&th, NULL, workload, NULL))
+		return 1;
+	while (now() < end)
+		usleep(10000);
+	atomic_store(&stop, 1);
+	pthread_join(th, NULL);
+	return 0;
+}
+
+int main(int argc, char **argv)
 {
 	struct softdirty_probe_result r[SOFTDIRTY_BACKEND_COUNT];
 	int i, n, bad = 0, status;
@@ -151,6 +168,8 @@ int main(void)
 	if (heap == MAP_FAILED || !truth)
 		return 1;
 	memset(heap, 1, HEAP_PAGES * PAGE);
+	if (argc == 3 && !strcmp(argv[1], "--workload"))
+		return workload_only(argv[2]);
 	n = softdirty_probe(r, SOFTDIRTY_BACKEND_COUNT);
 	printf("softdirty demo: a toy store writing a 256 MiB heap; %d backend(s) work here\n", n);
 	for (i = 0; i < SOFTDIRTY_BACKEND_COUNT; i++) {
