@@ -132,7 +132,8 @@ $(B)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
 
 # Static test binaries for the qemu kernels (busybox initramfs, no libc).
 static-tests:
-	$(MAKE) BUILDDIR=$(BUILDDIR)/static LDFLAGS=-static SAN= tests
+	$(MAKE) BUILDDIR=$(BUILDDIR)/static LDFLAGS=-static SAN= tests \
+		$(BUILDDIR)/static/softdirty
 
 # Run the tests of this build (one program per test, TAP, per-test timeout).
 test-run: all

@@ -22,4 +22,5 @@ QEMU_DYNAMIC_TESTS := $(BUILDDIR)/test/preload-stepaside
 .PHONY: check-kernels
 check-kernels: static-tests $(QEMU_DYNAMIC_TESTS) $(PRELOAD)
 	QEMU_DYNAMIC="$(QEMU_DYNAMIC_TESTS)" QEMU_PRELOAD=$(PRELOAD) \
+	QEMU_TOOL=$(BUILDDIR)/static/softdirty \
 	$(QEMU_TEST_DIR)/run-kernels.sh $(BUILDDIR)/qemu $(BUILDDIR)/static/test $(QEMU_KERNELS)

@@ -30,6 +30,9 @@
 #   QEMU_DYNAMIC            dynamically linked test programs, run as
 #                           NAME-dyn (their static twins keep NAME); the
 #                           loader and the libraries ldd lists go along
+#   QEMU_TOOL               the softdirty command (static): put at
+#                           /softdirty, ../softdirty from /tests (watch-exact
+#                           and the image tests run it)
 #   QEMU_PRELOAD            libsoftdirty-preload.so: put at
 #                           /libsoftdirty-preload.so (../ from /tests, where
 #                           the tests look), with Linux 6.1's selftest built
@@ -298,6 +301,11 @@ for f in ${QEMU_DYNAMIC:-}; do
 	is_dynamic "$f" || qlog "warning: QEMU_DYNAMIC: $f is not dynamically linked"
 	add_test "$f" "$(basename "$f")-dyn"
 done
+if [ -n "${QEMU_TOOL:-}" ]; then
+	install -m 755 "$QEMU_TOOL" "$root/softdirty" ||
+		qdie "cannot copy $QEMU_TOOL"
+	copy_libs "$QEMU_TOOL"
+fi
 if [ -n "$preload" ]; then
 	install -m 644 "$preload" "$root/libsoftdirty-preload.so" &&
 		mkdir -p "$root/opt/selftest-dyn" &&
