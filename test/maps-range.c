@@ -234,18 +234,27 @@ static void lib(const struct td_backend *be, void *ctx)
 	long r;
 
 	(void)ctx;
-	/* C: mapped and written before the reset; untouched after it */
-	c = td_mmap(4 * PG);
+	/*
+	 * C: mapped and written before the reset; untouched after it.  Guard
+	 * pages around C and D: a registered VMA moved next to another one
+	 * merges with it, and mremap then unregisters both (the kernel), so C
+	 * would rightly read as new.
+	 */
+	c = td_mmap(6 * PG);
+	if (mprotect(c, PG, PROT_NONE) || mprotect(c + 5 * PG, PG, PROT_NONE))
+		tap_bail("mprotect: %s", strerror(errno));
+	c += PG;
 	memset(c, 1, 4 * PG);
 	sd = td_open(be->name);
 	/*
 	 * Reserved after the reset (new), so that what the tracker allocates
 	 * cannot land there: A at pages 0-3, B at 8-11, room to grow at 12-15.
 	 */
-	d = mmap(NULL, 8 * PG, PROT_NONE, priv, -1, 0);
+	d = mmap(NULL, 10 * PG, PROT_NONE, priv, -1, 0);
 	area = mmap(NULL, NPG * PG, PROT_NONE, priv, -1, 0);
 	if (d == MAP_FAILED || area == MAP_FAILED)
 		tap_bail("mmap: %s", strerror(errno));
+	d += PG;
 	map_at(0, 4, rw, priv, -1, 0);
 	map_at(8, 4, rw, priv, -1, 0);
 	memset(isnew, 1, sizeof(isnew));
@@ -286,8 +295,8 @@ static void lib(const struct td_backend *be, void *ctx)
 		       c, 4, r < 0 ? isnew : pf, NULL, NULL, NULL);
 	softdirty_close(sd);
 	munmap(area, NPG * PG);
-	munmap(d, 8 * PG);
-	munmap(c, 4 * PG);
+	munmap(d - PG, 10 * PG);
+	munmap(c - PG, 6 * PG);
 }
 
 int main(void)
