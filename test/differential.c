@@ -377,10 +377,14 @@ static void compare(struct tracker *t, int round)
 			/*
 			 * What a backend documents it cannot see, by its caps:
 			 * writes while the program had the page writable,
-			 * then read-only again; the kernel's PMD-wide bit.
+			 * then read-only again, or a read-only region put
+			 * in place of the arena's reservation (mapped at the
+			 * reset: every address of the arena is) by mmap or
+			 * mremap, as random-workload counts them; the
+			 * kernel's PMD-wide bit.
 			 */
 			if (must && !(caps & SOFTDIRTY_CAP_PROT_CHANGES) &&
-			    r->flipped && r->ro) {
+			    (r->flipped || r->fresh) && r->ro) {
 				t->documented++;
 				must = false;
 			}
