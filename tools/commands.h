@@ -15,6 +15,9 @@ int cmd_restore(int argc, char **argv);
 struct softdirty;
 struct dump_stats {
 	uint64_t present, reported, copied, stored;
+	/* copied because other processes can change them (shared, file) */
+	uint64_t always;
+	uint64_t frozen_ns;
 	uint32_t mode;		/* IMG_MODE_* */
 };
 /*

@@ -309,7 +309,7 @@ static int do_dump(const struct dump_opts *o)
 	unsigned int caps;
 	uint32_t nreg = 0, i;
 	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off, idx;
-	uint64_t nreported = 0, ncopied = 0;
+	uint64_t nreported = 0, ncopied = 0, nalways = 0;
 	char *exe = NULL, err[512];
 	uint8_t *buf = MAP_FAILED;
 	const uint8_t *pend = NULL;
@@ -429,8 +429,11 @@ static int do_dump(const struct dump_opts *o)
 					in = true;
 					nreported++;
 				}
-				cp[idx++] = !track || in || !q || a >= q->end ||
-					    !img_run_of(q, (a - q->start) / IMG_PAGE);
+				cp[idx] = !track || in || !q || a >= q->end ||
+					  !img_run_of(q, (a - q->start) / IMG_PAGE);
+				nalways += track && cp[idx] && !in &&
+					   others_write(&reg[i], caps);
+				idx++;
 			}
 	}
 	/* copy the chosen pages while stopped; checksums come after */
@@ -593,8 +596,9 @@ static int do_dump(const struct dump_opts *o)
 		       parent ? "increment (pages compared by checksum with the parent's)"
 			      : "full");
 		if (track)
-			printf("dump: tracker %s reported %" PRIu64 " present pages written since the parent; %" PRIu64 " pages copied\n",
-			       softdirty_backend(sd), nreported, ncopied);
+			printf("dump: tracker %s reported %" PRIu64 " present pages written since the parent; %" PRIu64
+			       " pages copied (%" PRIu64 " of shared or file mappings, which other processes can change)\n",
+			       softdirty_backend(sd), nreported, ncopied, nalways);
 		printf("dump: %u regions, %" PRIu64 " present pages: %" PRIu64
 		       " stored, %" PRIu64 " zero, %" PRIu64 " unchanged since the parent\n",
 		       nreg, present, w.ndata, nzero, nparent);
@@ -609,8 +613,10 @@ static int do_dump(const struct dump_opts *o)
 		o->stats->present = present;
 		o->stats->reported = nreported;
 		o->stats->copied = ncopied;
+		o->stats->always = nalways;
 		o->stats->stored = w.ndata;
 		o->stats->mode = w.meta.mode;
+		o->stats->frozen_ns = w.meta.frozen_ns;
 	}
 	rc = 0;
 	goto out;
