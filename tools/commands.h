@@ -24,7 +24,9 @@ struct dump_stats {
  * One link of a dump series (as --every/--count does): dump the tracked
  * process into dir with sd, open and not frozen, which the collect resets;
  * an increment of parent (NULL: full).  @tracked: copy only what sd
- * reports (dump_can_track() must have said yes).  Returns the exit status.
+ * reports (dump_can_track() must have said yes).  Returns the exit status;
+ * after a failure the tracker's reset point no longer matches the last
+ * link: start a new series.
  */
 int dump_link(struct softdirty *sd, bool tracked, const char *dir,
 	      const char *parent, bool quiet, struct dump_stats *st);

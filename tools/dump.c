@@ -205,15 +205,6 @@ struct dump_opts {
 	struct dump_stats *stats;
 };
 
-/*
- * What a tracked increment relies on: every write to the target seen,
- * including the kernel's and those after the program's own mprotect, and
- * fresh pages at addresses that were mapped (mremap regrowth) reported.
- * A superset (not EXACT) is only more copying.
- */
-#define TRACK_CAPS (SOFTDIRTY_CAP_REMOTE | SOFTDIRTY_CAP_KERNEL_WRITES | \
-		    SOFTDIRTY_CAP_REGROWN | SOFTDIRTY_CAP_PROT_CHANGES)
-
 static unsigned int backend_caps(const struct softdirty *sd)
 {
 	struct softdirty_probe_result res[SOFTDIRTY_BACKEND_COUNT];
@@ -225,6 +216,12 @@ static unsigned int backend_caps(const struct softdirty *sd)
 	return 0;
 }
 
+/*
+ * What a tracked increment relies on: every write to the target seen,
+ * including the kernel's and those after the program's own mprotect, and
+ * fresh pages at addresses that were mapped (mremap regrowth) reported.
+ * A superset (not EXACT) only copies more.
+ */
 bool dump_can_track(const struct softdirty *sd, const char **why)
 {
 	unsigned int caps = backend_caps(sd);
@@ -309,7 +306,7 @@ static int do_dump(const struct dump_opts *o)
 	unsigned int caps;
 	uint32_t nreg = 0, i;
 	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off, idx;
-	uint64_t nreported = 0, ncopied = 0, nalways = 0;
+	uint64_t nreported = 0, ncopied = 0, nalways = 0, need = 0;
 	char *exe = NULL, err[512];
 	uint8_t *buf = MAP_FAILED;
 	const uint8_t *pend = NULL;
@@ -356,10 +353,13 @@ static int do_dump(const struct dump_opts *o)
 			strerror(-e));
 		goto out;
 	}
-	buflen = (count_present(&m) * 9 / 8 + 256) * IMG_PAGE;
-	buf = copy_buffer(buflen);
-	if (buf == MAP_FAILED)
-		goto nomem;
+	/* a tracked increment sizes its buffer by what it copies */
+	if (!o->tracked || !parent) {
+		buflen = (count_present(&m) * 9 / 8 + 256) * IMG_PAGE;
+		buf = copy_buffer(buflen);
+		if (buf == MAP_FAILED)
+			goto nomem;
+	}
 	ta = now();
 	if (own && freeze(&sd, o->pid, o->backend))
 		goto out;
@@ -433,20 +433,21 @@ static int do_dump(const struct dump_opts *o)
 					  !img_run_of(q, (a - q->start) / IMG_PAGE);
 				nalways += track && cp[idx] && !in &&
 					   others_write(&reg[i], caps);
-				idx++;
+				need += cp[idx++] ? IMG_PAGE : 0;
 			}
 	}
 	/* copy the chosen pages while stopped; checksums come after */
-	if (present * IMG_PAGE > buflen) {
-		uint8_t *nb = mremap(buf, buflen, present * IMG_PAGE,
-				     MREMAP_MAYMOVE);
+	pr.total = need;
+	need = need ? need : IMG_PAGE;
+	if (need > buflen) {
+		uint8_t *nb = buf == MAP_FAILED ? copy_buffer(need) :
+			      mremap(buf, buflen, need, MREMAP_MAYMOVE);
 
 		if (nb == MAP_FAILED)
 			goto nomem;
 		buf = nb;
-		buflen = present * IMG_PAGE;
+		buflen = need;
 	}
-	pr.total = present * IMG_PAGE;
 	off = 0;
 	idx = 0;
 	for (i = 0; i < nreg; i++)
