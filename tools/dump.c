@@ -660,15 +660,16 @@ int dump_link(struct softdirty *sd, bool tracked, const char *dir,
 	return do_dump(&o);
 }
 
-/* Whether pid is still the process that started at start_time. */
-static bool same_process(pid_t pid, uint64_t start_time)
+/* Whether pid still runs exe0 and started at start_time (no exit, no exec). */
+static bool same_process(pid_t pid, uint64_t start_time, const char *exe0)
 {
 	uint64_t t;
 	char *exe = NULL;
 	int e = pmem_identity(pid, &t, &exe);
+	bool same = !e && t == start_time && !strcmp(exe, exe0);
 
 	free(exe);
-	return !e && t == start_time;
+	return same;
 }
 
 /* DIR/0 (full), DIR/1 (parent DIR/0), ... every ms milliseconds. */
@@ -681,20 +682,23 @@ static int dump_series(struct dump_opts *o, long every, long count)
 	uint64_t start_time;
 	struct softdirty *sd;
 	long k;
-	int rc = 0;
+	int rc = 0, e = pmem_identity(o->pid, &start_time, &exe);
 
-	if (pmem_identity(o->pid, &start_time, &exe)) {
+	if (e) {
 		fprintf(stderr, "softdirty dump: process %d: %s\n", (int)o->pid,
-			strerror(ESRCH));
+			strerror(-e));
+		free(exe);
 		return 1;
 	}
-	free(exe);
 	if (mkdir(o->dir, 0777) && errno != EEXIST) {
 		fprintf(stderr, "softdirty dump: %s: %s\n", o->dir, strerror(errno));
+		free(exe);
 		return 1;
 	}
-	if (open_tracker(&sd, o->pid, o->backend))
+	if (open_tracker(&sd, o->pid, o->backend)) {
+		free(exe);
 		return 1;
+	}
 	o->sd = sd;
 	o->tracked = dump_can_track(sd, &why);
 	if (!o->quiet)
@@ -716,9 +720,9 @@ static int dump_series(struct dump_opts *o, long every, long count)
 					       &next, NULL) == EINTR)
 				;
 		}
-		if (!same_process(o->pid, start_time)) {
+		if (!same_process(o->pid, start_time, exe)) {
 			if (!o->quiet)
-				printf("dump: process %d exited: %ld images written\n",
+				printf("dump: process %d exited or ran execve: %ld images written\n",
 				       (int)o->pid, k);
 			break;
 		}
@@ -726,8 +730,8 @@ static int dump_series(struct dump_opts *o, long every, long count)
 		o->dir = cur;
 		o->parent = k ? prev : NULL;
 		rc = do_dump(o);
-		if (rc && !same_process(o->pid, start_time)) {
-			fprintf(stderr, "softdirty dump: process %d exited during link %ld; %ld images written\n",
+		if (rc && !same_process(o->pid, start_time, exe)) {
+			fprintf(stderr, "softdirty dump: process %d exited or ran execve during link %ld; %ld images written\n",
 				(int)o->pid, k, k);
 			rc = 0;
 			break;
@@ -735,6 +739,7 @@ static int dump_series(struct dump_opts *o, long every, long count)
 		memcpy(prev, cur, sizeof(prev));
 	}
 	softdirty_close(sd);
+	free(exe);
 	return rc;
 }
 
