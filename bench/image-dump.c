@@ -247,6 +247,81 @@ static double raw_read(pid_t pid, uint8_t *remote, uint8_t *buf)
 	return t;
 }
 
+/*
+ * Series mode (dump --every/--count: one tracker kept open): frozen time of
+ * a 1 % increment, against a contents increment of the same target and
+ * writes measured in the same loop.
+ */
+static void series(const struct softdirty_probe_result *pr, uint32_t nw,
+		   int reps)
+{
+	int b, r;
+
+	printf("\nSeries mode (`dump --every MS --count N`: one tracker open across the links; `dump_link()` called in-process) against contents mode (`dump --parent`, a new process and tracker per dump), 1 %% of the heap written before each increment:\n\n");
+	printf("| backend | mode used | tracked increment: frozen | copied pages (reported) | stored (written) | contents increment: frozen | frozen contents / tracked |\n");
+	printf("|---|---|---|---|---|---|---|\n");
+	for (b = 0; b < SOFTDIRTY_BACKEND_COUNT; b++) {
+		struct softdirty_opts so = { .sz = sizeof(so), .backend = pr[b].name };
+		struct stat_ tfr = { 0 }, cfr = { 0 };
+		struct dump_stats st = { 0 };
+		struct softdirty *sd = NULL;
+		char pid[16], out[4096], d[3][128];
+		const char *why = "";
+		int to[2], from[2];
+		bool tracked;
+		uint8_t *mem;
+		pid_t t;
+
+		if (pr[b].status || !(pr[b].caps & SOFTDIRTY_CAP_REMOTE))
+			continue;
+		if (pipe(to) || pipe(from))
+			exit(1);
+		t = fork();
+		if (!t) {
+			close(to[1]);
+			close(from[0]);
+			target(to[0], from[1]);
+		}
+		close(to[0]);
+		close(from[1]);
+		if (read(from[0], &mem, sizeof(mem)) != sizeof(mem) ||
+		    softdirty_open(&sd, t, &so))
+			exit(1);
+		tracked = dump_can_track(sd, &why);
+		snprintf(pid, sizeof(pid), "%d", (int)t);
+		for (r = 0; r < 3; r++)
+			snprintf(d[r], sizeof(d[r]), "%s/s%d", dir, r);
+		if (dump_link(sd, tracked, d[0], NULL, true, &st))
+			exit(1);
+		for (r = 0; r < reps; r++) {
+			if (do_writes(to[1], from[0], nw) != nw ||
+			    dump_link(sd, tracked, d[1], d[0], true, &st))
+				exit(1);
+			add(&tfr, st.frozen_ns / 1e6);
+			rmimg(d[1]);
+		}
+		/* the contents increment needs the tracker closed (one per backend) */
+		softdirty_close(sd);
+		for (r = 0; r < reps; r++) {
+			if (do_writes(to[1], from[0], nw) != nw ||
+			    run(cmd_dump, out, sizeof(out), "dump", pid, "-D", d[2],
+				"--parent", d[0], "--backend", pr[b].name, NULL))
+				exit(1);
+			add(&cfr, frozen_ms(out));
+			rmimg(d[2]);
+		}
+		rmimg(d[0]);
+		printf("| %s | %s%s | %.1f ms (%.1f) | %" PRIu64 " (%" PRIu64 ") | %" PRIu64 " (%u) | %.0f ms (%.0f) | %.1f× |\n",
+		       pr[b].name, tracked ? "tracked" : "contents: ", tracked ? "" : why,
+		       med(&tfr), mn(&tfr), st.copied, st.reported, st.stored, nw,
+		       med(&cfr), mn(&cfr), med(&cfr) / med(&tfr));
+		fflush(stdout);
+		close(to[1]);
+		close(from[0]);
+		waitpid(t, NULL, 0);
+	}
+}
+
 int main(void)
 {
 	const char *mb_s = getenv("SOFTDIRTY_BENCH_MB"), *rep_s = getenv("SOFTDIRTY_BENCH_REPS");
@@ -366,6 +441,7 @@ int main(void)
 		close(from[0]);
 		waitpid(t, NULL, 0);
 	}
+	series(pr, nw, reps);
 	/* compression: what zstd (level 1 and 3) would make of a full image */
 	{
 		char pid[16], out[4096], d0[128], cmd[512];

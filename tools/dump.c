@@ -7,6 +7,11 @@
  * contents: every image holds a checksum of every present page, and a page
  * is stored again only when its checksum differs from the parent's at the
  * same address in the same mapping (docs/image-format.md says why).
+ *
+ * A series (--every/--count) keeps one tracker open across its links: an
+ * increment then copies, while frozen, only the pages the tracker reports
+ * written since the previous link plus those the parent does not hold;
+ * the other pages are the parent's, unread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,17 +73,24 @@ static void progress_end(struct progress *p)
 			p->done / MiB, p->total / MiB);
 }
 
-/* Open a tracker on pid and freeze it. */
-static int freeze(struct softdirty **sd, pid_t pid, const char *backend)
+static int open_tracker(struct softdirty **sd, pid_t pid, const char *backend)
 {
 	struct softdirty_opts o = { .sz = sizeof(o), .backend = backend };
 	int e = softdirty_open(sd, pid, &o);
 
-	if (e) {
+	if (e)
 		fprintf(stderr, "softdirty: cannot attach to %d with backend %s: %s\n",
 			(int)pid, backend ? backend : "auto", strerror(-e));
+	return e;
+}
+
+/* Open a tracker on pid and freeze it. */
+static int freeze(struct softdirty **sd, pid_t pid, const char *backend)
+{
+	int e = open_tracker(sd, pid, backend);
+
+	if (e)
 		return e;
-	}
 	e = softdirty_freeze(*sd);
 	if (e) {
 		fprintf(stderr, "softdirty: cannot stop %d: %s\n", (int)pid,
@@ -99,6 +112,15 @@ static const struct img_region *same_mapping(const struct img *p,
 	    strcmp(q->name, r->name) || (q->kind & IMG_KIND_SPECIAL))
 		return NULL;
 	return q;
+}
+
+/* The checksum the parent region q holds for its present page at a. */
+static void parent_hash(const struct img_region *q, uint64_t a, uint8_t *hp)
+{
+	uint64_t k = (a - q->start) / IMG_PAGE;
+	const struct img_run *x = img_run_of(q, k);
+
+	memcpy(hp, q->hash + 16 * (x->hbase + k - x->first), 16);
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -177,12 +199,95 @@ struct dump_opts {
 	pid_t pid;
 	const char *dir, *parent, *backend;
 	bool leave_stopped, progress, quiet;
+	/* series: the tracker kept open (not frozen), and whether to use it */
+	struct softdirty *sd;
+	bool tracked;
+	struct dump_stats *stats;
 };
+
+static unsigned int backend_caps(const struct softdirty *sd)
+{
+	struct softdirty_probe_result res[SOFTDIRTY_BACKEND_COUNT];
+	int n = softdirty_probe(res, SOFTDIRTY_BACKEND_COUNT), i;
+
+	for (i = 0; n >= 0 && i < SOFTDIRTY_BACKEND_COUNT; i++)
+		if (!strcmp(res[i].name, softdirty_backend(sd)))
+			return res[i].caps;
+	return 0;
+}
+
+/*
+ * What a tracked increment relies on: every write to the target seen,
+ * including the kernel's and those after the program's own mprotect, and
+ * fresh pages at addresses that were mapped (mremap regrowth) reported.
+ * A superset (not EXACT) only copies more.
+ */
+bool dump_can_track(const struct softdirty *sd, const char **why)
+{
+	unsigned int caps = backend_caps(sd);
+
+	if (!(caps & SOFTDIRTY_CAP_REMOTE))
+		*why = "it cannot track another process";
+	else if (!(caps & SOFTDIRTY_CAP_KERNEL_WRITES))
+		*why = "it does not see writes made by the kernel";
+	else if (!(caps & SOFTDIRTY_CAP_REGROWN))
+		*why = "it does not report pages of regions regrown by mremap";
+	else if (!(caps & SOFTDIRTY_CAP_PROT_CHANGES))
+		*why = "it does not see writes after the program's own mprotect";
+	else
+		return true;
+	return false;
+}
+
+/*
+ * Pages another process can change without a write by the target: shared
+ * mappings, and file pages a private mapping has not copied yet.  Only a
+ * backend that compares contents sees those changes; with the others they
+ * are always copied (and compared by checksum).
+ */
+static bool others_write(const struct img_region *r, unsigned int caps)
+{
+	return !(caps & SOFTDIRTY_CAP_CONTENTS) &&
+	       ((r->prot & IMG_PROT_SHARED) || r->name[0] == '/');
+}
+
+/* Every range written since the last reset, and reset (sd frozen). */
+static long collect_all(struct softdirty *sd, struct softdirty_range **out)
+{
+	struct softdirty_range *v = NULL, *nv;
+	size_t cap = 0, n = 0;
+	uint64_t a = 0, end = 0;
+	long r;
+
+	do {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		r = softdirty_collect(sd, a, UINT64_MAX, v + n, cap - n,
+				      SOFTDIRTY_COLLECT_RESET, &end);
+		if (r < 0 || (end < UINT64_MAX && end <= a)) {
+			free(v);
+			return r < 0 ? r : -EIO;
+		}
+		n += (size_t)r;
+		a = end;
+	} while (end < UINT64_MAX);
+	*out = v;
+	return (long)n;
+}
 
 static int dump_usage(FILE *f)
 {
 	fprintf(f, "usage: softdirty dump PID -D DIR [--parent DIR] [--leave-stopped]\n"
-		   "                      [--backend NAME] [--progress] [--quiet]\n");
+		   "                      [--backend NAME] [--progress] [--quiet]\n"
+		   "       softdirty dump PID -D DIR --every MS --count N [--backend NAME]\n"
+		   "                      [--progress] [--quiet]\n");
 	return 2;
 }
 
@@ -195,15 +300,20 @@ static int do_dump(const struct dump_opts *o)
 	struct img_region *reg = NULL;
 	struct prange **pres = NULL;
 	size_t *npres = NULL;
+	struct softdirty_range *rng = NULL;
+	uint8_t *cp = NULL;
+	long nrng = 0, ri = 0;
+	unsigned int caps;
 	uint32_t nreg = 0, i;
-	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off;
+	uint64_t start_time, present = 0, nzero = 0, nparent = 0, off, idx;
+	uint64_t nreported = 0, ncopied = 0, nalways = 0, need = 0;
 	char *exe = NULL, err[512];
 	uint8_t *buf = MAP_FAILED;
 	const uint8_t *pend = NULL;
 	size_t buflen = 0, j, pn = 0;
 	double ta, t0, t1, t2, t3;
 	struct progress pr = { .on = o->progress, .what = "dump" };
-	bool frozen = false, writer = false;
+	bool frozen = false, writer = false, own = !o->sd, track = false;
 	int e, rc = 1;
 
 	e = pmem_identity(o->pid, &start_time, &exe);
@@ -243,14 +353,27 @@ static int do_dump(const struct dump_opts *o)
 			strerror(-e));
 		goto out;
 	}
-	buflen = (count_present(&m) * 9 / 8 + 256) * IMG_PAGE;
-	buf = copy_buffer(buflen);
-	if (buf == MAP_FAILED)
-		goto nomem;
+	/* a tracked increment sizes its buffer by what it copies */
+	if (!o->tracked || !parent) {
+		buflen = (count_present(&m) * 9 / 8 + 256) * IMG_PAGE;
+		buf = copy_buffer(buflen);
+		if (buf == MAP_FAILED)
+			goto nomem;
+	}
 	ta = now();
-	if (freeze(&sd, o->pid, o->backend))
+	if (own && freeze(&sd, o->pid, o->backend))
 		goto out;
+	if (!own) {
+		e = softdirty_freeze(o->sd);
+		if (e) {
+			fprintf(stderr, "softdirty: cannot stop %d: %s\n",
+				(int)o->pid, strerror(-e));
+			goto out;
+		}
+		sd = o->sd;
+	}
 	frozen = true;
+	track = o->tracked && parent;
 	t0 = now();
 	e = pmem_regions(o->pid, &reg, &nreg);
 	if (e) {
@@ -274,30 +397,83 @@ static int do_dump(const struct dump_opts *o)
 		for (j = 0; j < npres[i]; j++)
 			present += (pres[i][j].end - pres[i][j].start) / IMG_PAGE;
 	}
-	/* copy every present page while stopped; checksums come after */
-	if (present * IMG_PAGE > buflen) {
-		uint8_t *nb = mremap(buf, buflen, present * IMG_PAGE,
-				     MREMAP_MAYMOVE);
+	/*
+	 * Tracked: the reset point of the next link; an increment copies the
+	 * reported pages and those the parent does not hold in this mapping.
+	 */
+	if (o->tracked) {
+		nrng = collect_all(sd, &rng);
+		if (nrng < 0) {
+			fprintf(stderr, "softdirty dump: collect: %s\n",
+				strerror((int)-nrng));
+			goto out;
+		}
+	}
+	cp = malloc(present + 1);
+	if (!cp)
+		goto nomem;
+	idx = 0;
+	caps = track ? backend_caps(sd) : 0;
+	for (i = 0; i < nreg; i++) {
+		const struct img_region *q = track && !others_write(&reg[i], caps) ?
+			same_mapping(parent, &reg[i]) : NULL;
+		uint64_t a;
+
+		for (j = 0; j < npres[i]; j++)
+			for (a = pres[i][j].start; a < pres[i][j].end; a += IMG_PAGE) {
+				bool in = false;
+
+				while (ri < nrng && rng[ri].end <= a)
+					ri++;
+				if (ri < nrng && rng[ri].start <= a) {
+					in = true;
+					nreported++;
+				}
+				cp[idx] = !track || in || !q || a >= q->end ||
+					  !img_run_of(q, (a - q->start) / IMG_PAGE);
+				nalways += track && cp[idx] && !in &&
+					   others_write(&reg[i], caps);
+				need += cp[idx++] ? IMG_PAGE : 0;
+			}
+	}
+	/* copy the chosen pages while stopped; checksums come after */
+	pr.total = need;
+	need = need ? need : IMG_PAGE;
+	if (need > buflen) {
+		uint8_t *nb = buf == MAP_FAILED ? copy_buffer(need) :
+			      mremap(buf, buflen, need, MREMAP_MAYMOVE);
 
 		if (nb == MAP_FAILED)
 			goto nomem;
 		buf = nb;
-		buflen = present * IMG_PAGE;
+		buflen = need;
 	}
-	pr.total = present * IMG_PAGE;
 	off = 0;
+	idx = 0;
 	for (i = 0; i < nreg; i++)
 		for (j = 0; j < npres[i]; j++) {
-			uint64_t a = pres[i][j].start, len = pres[i][j].end - a;
+			uint64_t a = pres[i][j].start, len;
 
-			e = pmem_read(&m, a, buf + off, len);
-			if (e) {
-				fprintf(stderr, "softdirty dump: reading %#" PRIx64 "-%#" PRIx64 ": %s\n",
-					a, a + len, strerror(-e));
-				goto out;
+			while (a < pres[i][j].end) {
+				if (!cp[idx]) {
+					a += IMG_PAGE;
+					idx++;
+					continue;
+				}
+				for (len = 0; a + len < pres[i][j].end && cp[idx];
+				     len += IMG_PAGE)
+					idx++;
+				e = pmem_read(&m, a, buf + off, len);
+				if (e) {
+					fprintf(stderr, "softdirty dump: reading %#" PRIx64 "-%#" PRIx64 ": %s\n",
+						a, a + len, strerror(-e));
+					goto out;
+				}
+				off += len;
+				ncopied += len / IMG_PAGE;
+				progress(&pr, len);
+				a += len;
 			}
-			off += len;
-			progress(&pr, len);
 		}
 	progress_end(&pr);
 	t1 = now();
@@ -310,6 +486,7 @@ static int do_dump(const struct dump_opts *o)
 	/* classify: the parent's contents, zero, or stored here */
 	t2 = now();
 	off = 0;
+	idx = 0;
 	for (i = 0; i < nreg; i++) {
 		const struct img_region *q = same_mapping(parent, &reg[i]);
 		uint64_t np = 0, h = 0, a;
@@ -326,13 +503,19 @@ static int do_dump(const struct dump_opts *o)
 			for (a = pres[i][j].start; a < pres[i][j].end; a += IMG_PAGE) {
 				const uint8_t *pd, *ph, *page = buf + off;
 				uint8_t *hp = hash + 16 * h++;
+				bool copied = cp[idx++];
 				uint32_t st;
 
-				off += IMG_PAGE;
-				img_page_hash(page, hp);
-				if (q && a < q->end &&
+				if (copied) {
+					off += IMG_PAGE;
+					img_page_hash(page, hp);
+				} else {
+					parent_hash(q, a, hp);
+				}
+				/* not copied: unwritten since the parent */
+				if (!copied || (q && a < q->end &&
 				    img_page(parent, a, &pd, &ph) != IMG_NONE &&
-				    !memcmp(ph, hp, 16)) {
+				    !memcmp(ph, hp, 16))) {
 					st = IMG_PARENT;
 					nparent++;
 				} else if (img_page_is_zero(page)) {
@@ -394,7 +577,7 @@ static int do_dump(const struct dump_opts *o)
 			goto nomem;
 		w.meta.parent_path = rp;
 		memcpy(w.meta.parent_id, parent->id, 16);
-		w.meta.mode = IMG_MODE_CONTENTS;
+		w.meta.mode = track ? IMG_MODE_TRACKED : IMG_MODE_CONTENTS;
 	}
 	w.meta.nreg = nreg;
 	w.meta.reg = reg;
@@ -410,15 +593,31 @@ static int do_dump(const struct dump_opts *o)
 	t3 = now();
 	if (!o->quiet) {
 		printf("dump: pid %d into %s: %s\n", (int)o->pid, o->dir,
+		       track ? "increment (pages the tracker reported written, and those the parent does not hold)" :
 		       parent ? "increment (pages compared by checksum with the parent's)"
 			      : "full");
+		if (track)
+			printf("dump: tracker %s reported %" PRIu64 " present pages written since the parent; %" PRIu64
+			       " pages copied (%" PRIu64 " of shared or file mappings, which other processes can change)\n",
+			       softdirty_backend(sd), nreported, ncopied, nalways);
 		printf("dump: %u regions, %" PRIu64 " present pages: %" PRIu64
 		       " stored, %" PRIu64 " zero, %" PRIu64 " unchanged since the parent\n",
 		       nreg, present, w.ndata, nzero, nparent);
-		printf("dump: frozen %.3f ms (tracker %s, used to stop the threads: %.3f ms to open and stop)%s; checksums and write %.3f s\n",
-		       (t1 - t0) * 1e3, softdirty_backend(sd), (t0 - ta) * 1e3,
+		printf("dump: frozen %.3f ms (tracker %s, %s: %.3f ms to %s)%s; checksums and write %.3f s\n",
+		       (t1 - t0) * 1e3, softdirty_backend(sd),
+		       o->tracked ? "kept open across the series" : "used to stop the threads",
+		       (t0 - ta) * 1e3, own ? "open and stop" : "stop",
 		       o->leave_stopped ? "; left stopped (SIGSTOP)" : "",
 		       t3 - t2);
+	}
+	if (o->stats) {
+		o->stats->present = present;
+		o->stats->reported = nreported;
+		o->stats->copied = ncopied;
+		o->stats->always = nalways;
+		o->stats->stored = w.ndata;
+		o->stats->mode = w.meta.mode;
+		o->stats->frozen_ns = w.meta.frozen_ns;
 	}
 	rc = 0;
 	goto out;
@@ -427,7 +626,10 @@ nomem:
 out:
 	if (frozen && softdirty_thaw(sd))
 		fprintf(stderr, "softdirty dump: thaw failed\n");
-	softdirty_close(sd);
+	if (own)
+		softdirty_close(sd);
+	free(rng);
+	free(cp);
 	if (writer)
 		img_writer_abort(&w);
 	for (i = 0; i < nreg; i++) {
@@ -447,6 +649,100 @@ out:
 	return rc;
 }
 
+int dump_link(struct softdirty *sd, bool tracked, const char *dir,
+	      const char *parent, bool quiet, struct dump_stats *st)
+{
+	struct dump_opts o = {
+		.pid = softdirty_pid(sd), .dir = dir, .parent = parent,
+		.quiet = quiet, .sd = sd, .tracked = tracked, .stats = st,
+	};
+
+	return do_dump(&o);
+}
+
+/* Whether pid still runs exe0 and started at start_time (no exit, no exec). */
+static bool same_process(pid_t pid, uint64_t start_time, const char *exe0)
+{
+	uint64_t t;
+	char *exe = NULL;
+	int e = pmem_identity(pid, &t, &exe);
+	bool same = !e && t == start_time && !strcmp(exe, exe0);
+
+	free(exe);
+	return same;
+}
+
+/* DIR/0 (full), DIR/1 (parent DIR/0), ... every ms milliseconds. */
+static int dump_series(struct dump_opts *o, long every, long count)
+{
+	char cur[4096], prev[4096], *exe = NULL;
+	const char *base = o->dir;
+	struct timespec next;
+	const char *why = NULL;
+	uint64_t start_time;
+	struct softdirty *sd;
+	long k;
+	int rc = 0, e = pmem_identity(o->pid, &start_time, &exe);
+
+	if (e) {
+		fprintf(stderr, "softdirty dump: process %d: %s\n", (int)o->pid,
+			strerror(-e));
+		free(exe);
+		return 1;
+	}
+	if (mkdir(o->dir, 0777) && errno != EEXIST) {
+		fprintf(stderr, "softdirty dump: %s: %s\n", o->dir, strerror(errno));
+		free(exe);
+		return 1;
+	}
+	if (open_tracker(&sd, o->pid, o->backend)) {
+		free(exe);
+		return 1;
+	}
+	o->sd = sd;
+	o->tracked = dump_can_track(sd, &why);
+	if (!o->quiet)
+		printf("dump: series of %ld, every %ld ms, tracker %s: %s%s\n",
+		       count, every, softdirty_backend(sd),
+		       o->tracked ? "increments copy the pages it reports written" :
+		       "increments compared by contents, because ",
+		       o->tracked ? "" : why);
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (k = 0; k < count && !rc; k++) {
+		if (k) {
+			next.tv_sec += every / 1000;
+			next.tv_nsec += every % 1000 * 1000000L;
+			if (next.tv_nsec >= 1000000000L) {
+				next.tv_sec++;
+				next.tv_nsec -= 1000000000L;
+			}
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME,
+					       &next, NULL) == EINTR)
+				;
+		}
+		if (!same_process(o->pid, start_time, exe)) {
+			if (!o->quiet)
+				printf("dump: process %d exited or ran execve: %ld images written\n",
+				       (int)o->pid, k);
+			break;
+		}
+		snprintf(cur, sizeof(cur), "%s/%ld", base, k);
+		o->dir = cur;
+		o->parent = k ? prev : NULL;
+		rc = do_dump(o);
+		if (rc && !same_process(o->pid, start_time, exe)) {
+			fprintf(stderr, "softdirty dump: process %d exited or ran execve during link %ld; %ld images written\n",
+				(int)o->pid, k, k);
+			rc = 0;
+			break;
+		}
+		memcpy(prev, cur, sizeof(prev));
+	}
+	softdirty_close(sd);
+	free(exe);
+	return rc;
+}
+
 int cmd_dump(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -456,15 +752,29 @@ int cmd_dump(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "progress", no_argument, NULL, 'P' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "every", required_argument, NULL, 'e' },
+		{ "count", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	struct dump_opts o = { .progress = isatty(2) };
+	long every = -1, count = 0;
+	char *end;
 	int c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "D:p:b:qh", opts, NULL)) != -1) {
 		switch (c) {
+		case 'e':
+			every = strtol(optarg, &end, 10);
+			if (*end || !*optarg || every < 0 || every > 86400000L)
+				return dump_usage(stderr);
+			break;
+		case 'n':
+			count = strtol(optarg, &end, 10);
+			if (*end || count < 1 || count > IMG_MAX_CHAIN)
+				return dump_usage(stderr);
+			break;
 		case 'D': o.dir = optarg; break;
 		case 'p': o.parent = optarg; break;
 		case 's': o.leave_stopped = true; break;
@@ -477,6 +787,10 @@ int cmd_dump(int argc, char **argv)
 	}
 	if (optind != argc - 1 || !o.dir || !(o.pid = parse_pid(argv[optind])))
 		return dump_usage(stderr);
+	if ((every >= 0) != (count > 0) || (count && (o.parent || o.leave_stopped)))
+		return dump_usage(stderr);
+	if (count)
+		return dump_series(&o, every, count);
 	return do_dump(&o);
 }
 

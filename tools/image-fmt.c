@@ -373,7 +373,7 @@ int img_parse(const uint8_t *buf, size_t len, struct img **out,
 		e = fail(err, n, EINVAL, "unsupported page size or reserved field set");
 		goto bad;
 	}
-	if (im->mode > IMG_MODE_CONTENTS ||
+	if (im->mode > IMG_MODE_TRACKED ||
 	    (im->mode == IMG_MODE_FULL) != (pl == 0) ||
 	    (pl == 0) != !memcmp(im->parent_id, img_zero_page, 16)) {
 		e = fail(err, n, EINVAL, "inconsistent mode and parent");

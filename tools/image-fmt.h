@@ -50,6 +50,8 @@ enum {
 	IMG_MODE_FULL = 0,
 	/* pages compared by checksum with the parent's (docs) */
 	IMG_MODE_CONTENTS = 1,
+	/* pages reported written by a tracker kept open since the parent */
+	IMG_MODE_TRACKED = 2,
 };
 
 /*

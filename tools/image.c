@@ -74,6 +74,8 @@ static int inspect(const char *dir)
 		       im->frozen_ns / 1e6, im->tracker[0] ? im->tracker : "-");
 	}
 	printf("mode:     %s\n", im->mode == IMG_MODE_FULL ? "full" :
+	       im->mode == IMG_MODE_TRACKED ?
+	       "increment (pages a tracker reported written since the parent)" :
 	       "increment (contents compared with the parent's checksums)");
 	printf("chain:\n");
 	for (p = im; p; p = p->parent, depth++) {
