@@ -45,7 +45,8 @@ struct uffd_priv {
 	/*
 	 * 2 MiB blocks armed while mapped by a huge PMD: the first write
 	 * after a reset splits the PMD under uffd-wp, where the kernel's
-	 * soft-dirty bit is per PMD and reports all 512 pages; so do we.
+	 * soft-dirty bit is per PMD and reports all 512 pages; so do we,
+	 * and for any other split since (scan_range()).
 	 * A THP is armed huge either when its region is first armed or when
 	 * a reset re-arms a block that was written whole (a THP fault), so
 	 * only those are looked at: a census of every PMD at every reset
