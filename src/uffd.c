@@ -45,7 +45,8 @@ struct uffd_priv {
 	/*
 	 * 2 MiB blocks armed while mapped by a huge PMD: the first write
 	 * after a reset splits the PMD under uffd-wp, where the kernel's
-	 * soft-dirty bit is per PMD and reports all 512 pages; so do we.
+	 * soft-dirty bit is per PMD and reports all 512 pages; so do we,
+	 * and for any other split since (scan_range()).
 	 * A THP is armed huge either when its region is first armed or when
 	 * a reset re-arms a block that was written whole (a THP fault), so
 	 * only those are looked at: a census of every PMD at every reset
@@ -351,11 +352,91 @@ static int scan_populated(struct walk *w, uint64_t a, uint64_t b, bool report)
 	return 0;
 }
 
-static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
+static int scan_plain(struct walk *w, uint64_t a, uint64_t b, bool report)
 {
 	if (w->vma->end - w->vma->start > SPARSE_VMA)
 		return scan_populated(w, a, b, report);
 	return scan_written(w, a, b, report);
+}
+
+/* Is the 2 MiB block at @blk still mapped by one huge PMD? */
+static bool still_huge(struct walk *w, uint64_t blk)
+{
+	struct uffd_priv *p = w->p;
+	struct pm_scan_arg arg;
+
+	/* a huge PMD covers its whole block, inside one VMA */
+	if (blk < w->vma->start || blk + HUGE_SZ > w->vma->end)
+		return false;
+	memset(&arg, 0, sizeof(arg));
+	arg.size = sizeof(arg);
+	arg.start = blk;
+	arg.end = blk + HUGE_SZ;
+	arg.vec = (uintptr_t)p->cvec;
+	arg.vec_len = 1;
+	arg.category_mask = PAGE_IS_HUGE;
+	arg.return_mask = PAGE_IS_HUGE;
+	/* failing, call it split: a superset */
+	return sd_pm_scan(w->sd->pagemap_fd, &arg) == 1 &&
+	       p->cvec[0].start == blk && p->cvec[0].end == blk + HUGE_SZ;
+}
+
+/*
+ * Scan [a, b) and report what was written.  A block armed while mapped
+ * huge and split since, written or not (MADV_DONTNEED or an mremap shrink
+ * cutting into it, a VMA split), is reported whole: on x86 the split marks
+ * every PTE of a dirty PMD soft-dirty (pte_mkdirty implies it), so the
+ * kernel's bit 55 reports all of it after a reset.
+ */
+static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
+{
+	struct uffd_priv *p = w->p;
+	int err;
+
+	if (!report)
+		return scan_plain(w, a, b, false);
+	while (a < b) {
+		size_t i = sd_rset_find(&p->huge, a);
+		uint64_t blk, e;
+
+		if (i == p->huge.n || p->huge.v[i].start >= b)
+			return scan_plain(w, a, b, true);
+		if (p->huge.v[i].start > a) {
+			err = scan_plain(w, a, p->huge.v[i].start, true);
+			if (err)
+				return err;
+			a = p->huge.v[i].start;
+		}
+		blk = a & ~(HUGE_SZ - 1);
+		e = MIN(b, blk + HUGE_SZ);
+		if (!still_huge(w, blk)) {
+			uint64_t lo = a;
+
+			/* never go back over what was already reported */
+			if (w->o->n && w->o->vec[w->o->n - 1].end > lo)
+				lo = w->o->vec[w->o->n - 1].end;
+			if (lo < e) {
+				err = sd_out_add(w->o, lo, e,
+						 SOFTDIRTY_RANGE_WRITTEN);
+				if (err)
+					return err;
+			}
+			/* then reset it; what it reports is already in */
+			err = scan_plain(w, a, e, true);
+			if (err)
+				return err;
+			/* best effort: kept, it is reported whole again */
+			if (w->reset)
+				(void)!sd_rset_remove(&p->huge, blk,
+						      blk + HUGE_SZ);
+		} else {
+			err = scan_plain(w, a, e, true);
+			if (err)
+				return err;
+		}
+		a = e;
+	}
+	return 0;
 }
 
 /* Register what is not yet registered in [a, b) and protect it all. */
