@@ -12,6 +12,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -650,4 +651,71 @@ long td_tracer_pid(pid_t pid)
 			break;
 	fclose(f);
 	return t;
+}
+
+bool td_child_recv(struct td_child *c, void *buf, size_t n, int timeout_ms)
+{
+	struct pollfd p = { .fd = c->from, .events = POLLIN };
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r;
+
+		if (poll(&p, 1, timeout_ms) != 1)
+			return false;
+		r = read(c->from, (char *)buf + got, n - got);
+		if (r <= 0)
+			return false;
+		got += (size_t)r;
+	}
+	return true;
+}
+
+bool td_blocked_in_read(pid_t pid)
+{
+	char path[64], buf[64], want[16];
+	int i, fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	snprintf(want, sizeof(want), "%d ", SYS_read);
+	for (i = 0; i < 5000; i++) {
+		ssize_t n;
+
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return false;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0 && !strncmp(buf, want, strlen(want)))
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+int td_run_vout(const char *out, int (*fn)(int, char **), va_list ap)
+{
+	char *argv[16];
+	int argc = 0, st;
+	pid_t p;
+
+	while (argc < 15 && (argv[argc] = va_arg(ap, char *)))
+		argc++;
+	argv[argc] = NULL;
+	fflush(stdout);
+	p = fork();
+	if (p < 0)
+		return -1;
+	if (!p) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+			_exit(99);
+		st = fn(argc, argv);
+		fflush(stdout);
+		_exit(st);
+	}
+	if (waitpid(p, &st, 0) != p || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
 }

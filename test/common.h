@@ -9,6 +9,7 @@
 #ifndef SOFTDIRTY_TEST_COMMON_H
 #define SOFTDIRTY_TEST_COMMON_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +77,16 @@ void td_child_reap(struct td_child *c, int *status);
 bool td_child_responds(struct td_child *c);
 /* TracerPid in /proc/PID/status, or -1. */
 long td_tracer_pid(pid_t pid);
+/* Read exactly n bytes from the child, each wait at most timeout_ms. */
+bool td_child_recv(struct td_child *c, void *buf, size_t n, int timeout_ms);
+/* Wait (up to 5 s) until the process sleeps in read(2). */
+bool td_blocked_in_read(pid_t pid);
+/*
+ * Run fn(argc, argv) (a softdirty subcommand; it may exit) in a forked
+ * child with stdout and stderr to the file out; argv is the NULL-ended
+ * list (at most 15).  Its exit status, or -1.
+ */
+int td_run_vout(const char *out, int (*fn)(int, char **), va_list ap);
 
 /* ---------- backends ---------- */
 

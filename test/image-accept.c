@@ -197,65 +197,25 @@ static void spawn_fn(int in, int out)
 	_exit(4);
 }
 
-static bool recv_all(struct td_child *c, void *buf, size_t n)
-{
-	struct pollfd p = { .fd = c->from, .events = POLLIN };
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r;
-
-		if (poll(&p, 1, 20000) != 1)
-			return false;
-		r = read(c->from, (char *)buf + got, n - got);
-		if (r <= 0)
-			return false;
-		got += (size_t)r;
-	}
-	return true;
-}
-
 /*
  * The workload answers, then goes back to read(2): wait until it sleeps
  * there, so that every dump and restore sees it at the same place in its
  * code (a restore rolls back its stack, not its registers).
  */
-static bool blocked_in_read(pid_t pid)
-{
-	char path[64], buf[64], want[16];
-	int i, fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
-	snprintf(want, sizeof(want), "%d ", SYS_read);
-	for (i = 0; i < 5000; i++) {
-		ssize_t n;
-
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return false;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n > 0 && !strncmp(buf, want, strlen(want)))
-			return true;
-		usleep(1000);
-	}
-	return false;
-}
-
 static bool wl_cmd(struct td_child *c, const char *m, size_t n)
 {
 	char k = 0;
 
-	return write(c->to, m, n) == (ssize_t)n && recv_all(c, &k, 1) &&
-	       k == 'k' && blocked_in_read(c->pid);
+	return write(c->to, m, n) == (ssize_t)n && td_child_recv(c, &k, 1, 20000) &&
+	       k == 'k' && td_blocked_in_read(c->pid);
 }
 
 static uint64_t wl_sum(struct td_child *c)
 {
 	uint64_t h = 0;
 
-	if (write(c->to, "c", 1) != 1 || !recv_all(c, &h, sizeof(h)) ||
-	    !blocked_in_read(c->pid))
+	if (write(c->to, "c", 1) != 1 || !td_child_recv(c, &h, sizeof(h), 20000) ||
+	    !td_blocked_in_read(c->pid))
 		return 0;
 	return h;
 }
@@ -266,33 +226,15 @@ static uint64_t wl_sum(struct td_child *c)
  */
 static int run(int (*fn)(int, char **), ...)
 {
-	char *argv[16], path[128];
+	char path[128];
 	va_list ap;
-	int argc = 0, st;
-	pid_t p;
+	int st;
 
-	va_start(ap, fn);
-	while (argc < 15 && (argv[argc] = va_arg(ap, char *)))
-		argc++;
-	va_end(ap);
-	argv[argc] = NULL;
 	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	fflush(stdout);
-	p = fork();
-	if (p < 0)
-		return -1;
-	if (!p) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-			_exit(99);
-		st = fn(argc, argv);
-		fflush(stdout);
-		_exit(st);
-	}
-	if (waitpid(p, &st, 0) != p || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
+	va_start(ap, fn);
+	st = td_run_vout(path, fn, ap);
+	va_end(ap);
+	return st;
 }
 
 /* The command's output (tmpdir/out), for diagnostics and counts. */
@@ -436,8 +378,8 @@ static void chain(const struct td_backend *be, void *ctx)
 			 "%s: dump chain", be->name);
 		return;
 	}
-	if (td_child_spawn(&c, spawn_fn) || !recv_all(&c, addr, sizeof(addr)) ||
-	    !blocked_in_read(c.pid))
+	if (td_child_spawn(&c, spawn_fn) || !td_child_recv(&c, addr, sizeof(addr), 20000) ||
+	    !td_blocked_in_read(c.pid))
 		tap_bail("cannot start the workload");
 	snprintf(pid, sizeof(pid), "%d", (int)c.pid);
 	for (k = 0; k < NLINKS; k++) {
@@ -555,7 +497,7 @@ static void chain(const struct td_backend *be, void *ctx)
 		       "%s: after the restores the workload runs and dumps (exit %d)",
 		       be->name, rc);
 	}
-	if (td_child_spawn(&other, spawn_fn) || !recv_all(&other, addr, sizeof(addr)))
+	if (td_child_spawn(&other, spawn_fn) || !td_child_recv(&other, addr, sizeof(addr), 20000))
 		tap_bail("cannot start a second workload");
 	snprintf(pid, sizeof(pid), "%d", (int)other.pid);
 	rc = run(cmd_restore, "restore", link[0], "--pid", pid, NULL);

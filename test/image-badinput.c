@@ -178,33 +178,15 @@ static void fix_sums(uint8_t *b, size_t len)
 
 static int run(int (*fn)(int, char **), ...)
 {
-	char *argv[16], path[128];
+	char path[128];
 	va_list ap;
-	int argc = 0, st;
-	pid_t p;
+	int st;
 
-	va_start(ap, fn);
-	while (argc < 15 && (argv[argc] = va_arg(ap, char *)))
-		argc++;
-	va_end(ap);
-	argv[argc] = NULL;
 	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	fflush(stdout);
-	p = fork();
-	if (p < 0)
-		return -1;
-	if (!p) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-			_exit(99);
-		st = fn(argc, argv);
-		fflush(stdout);
-		_exit(st);
-	}
-	if (waitpid(p, &st, 0) != p || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
+	va_start(ap, fn);
+	st = td_run_vout(path, fn, ap);
+	va_end(ap);
+	return st;
 }
 
 static const char *output(void)

@@ -191,36 +191,18 @@ static void spawn_fn(int in, int out)
 	_exit(4);
 }
 
-static bool recv_all(struct td_child *c, void *buf, size_t n)
-{
-	struct pollfd p = { .fd = c->from, .events = POLLIN };
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r;
-
-		if (poll(&p, 1, 10000) != 1)
-			return false;
-		r = read(c->from, (char *)buf + got, n - got);
-		if (r <= 0)
-			return false;
-		got += (size_t)r;
-	}
-	return true;
-}
-
 static bool cmd(struct td_child *c, char op, unsigned char arg)
 {
 	char m[2] = { op, (char)arg }, k;
 
-	return write(c->to, m, 2) == 2 && recv_all(c, &k, 1) && k == 'k';
+	return write(c->to, m, 2) == 2 && td_child_recv(c, &k, 1, 10000) && k == 'k';
 }
 
 static bool spawn_target(struct td_child *c, uint64_t *base)
 {
 	if (td_child_spawn(c, spawn_fn))
 		return false;
-	return recv_all(c, base, sizeof(*base));
+	return td_child_recv(c, base, sizeof(*base), 10000);
 }
 
 static struct softdirty *open_remote(const char *be, pid_t pid, int *errp)
@@ -395,7 +377,7 @@ static void run_backend(const struct td_backend *be, void *ctx)
 		bool ok = write(c.to, "r\013abcdefgh", 10) == 10;
 		char k = 0;
 
-		ok = ok && recv_all(&c, &k, 1) && k == 'k';
+		ok = ok && td_child_recv(&c, &k, 1, 10000) && k == 'k';
 		tap_ok(ok, "%s: target read(2)s into page 11", be->name);
 		EXPECT_REGION(sd, &rs, base, 1ULL << 11,
 			      "kernel-mode write reported");
@@ -404,8 +386,8 @@ static void run_backend(const struct td_backend *be, void *ctx)
 	EXPECT_REGION(sd, &rs, base, 1ULL << 20, "a thread's write reported");
 
 	nb = 0;
-	tap_ok(write(c.to, "n\004", 2) == 2 && recv_all(&c, &nb, 8) &&
-	       recv_all(&c, &f, 1), "%s: target maps 4 pages", be->name);
+	tap_ok(write(c.to, "n\004", 2) == 2 && td_child_recv(&c, &nb, 8, 10000) &&
+	       td_child_recv(&c, &f, 1, 10000), "%s: target maps 4 pages", be->name);
 	{
 		long n = collect_all(sd, &rs);
 
@@ -426,7 +408,7 @@ static void run_backend(const struct td_backend *be, void *ctx)
 		long n;
 
 		nb = 0;
-		tap_ok(write(c.to, m, 2) == 2 && recv_all(&c, &nb, 8),
+		tap_ok(write(c.to, m, 2) == 2 && td_child_recv(&c, &nb, 8, 10000),
 		       "%s: target execs itself", be->name);
 		n = collect_all(sd, &rs);
 		tap_ok(n > 0 && covered(&rs, nb, nb + NPAGES * PG,
@@ -453,7 +435,7 @@ static void run_backend(const struct td_backend *be, void *ctx)
 
 		usleep(50000);
 		sd = open_remote(be->name, c.pid, &err);
-		ok = ok && !err && recv_all(&c, &k, 1);
+		ok = ok && !err && td_child_recv(&c, &k, 1, 10000);
 		tap_ok(ok && k == 'k',
 		       "%s: open during the target's nanosleep(200ms): the sleep completes (%d, %c)",
 		       be->name, err, k ? k : '?');
