@@ -46,7 +46,8 @@ struct uffd_priv {
 	 * 2 MiB blocks armed while mapped by a huge PMD: the first write
 	 * after a reset splits the PMD under uffd-wp, where the kernel's
 	 * soft-dirty bit is per PMD and reports all 512 pages; so do we,
-	 * and for any other split since (scan_range()).
+	 * and for any other split since (scan_range()), until each page
+	 * of the block has been reset once (a walk may stop inside it).
 	 * A THP is armed huge either when its region is first armed or when
 	 * a reset re-arms a block that was written whole (a THP fault), so
 	 * only those are looked at: a census of every PMD at every reset
@@ -199,35 +200,17 @@ struct walk {
 	bool reset;
 };
 
-/* Report [a, b) as written, widened to the huge pages it touches. */
+/* Report [a, b) as written. */
 static int emit_written(struct walk *w, uint64_t a, uint64_t b)
 {
-	struct uffd_priv *p = w->p;
 	struct sd_out *o = w->o;
-	uint64_t ha = a & ~(HUGE_SZ - 1), hb = (b - 1) & ~(HUGE_SZ - 1);
-	uint64_t lo = a, hi = b;
-	bool wa = sd_rset_contains(&p->huge, ha);
-	bool wb = sd_rset_contains(&p->huge, hb);
-	int err;
 
-	if (wa)
-		lo = MAX(ha, MAX(w->vma->start, w->start));
-	if (wb)
-		hi = MIN(hb + HUGE_SZ, MIN(w->vma->end, w->end));
-	/* never go back over what was already reported */
-	if (o->n && o->vec[o->n - 1].end > lo)
-		lo = o->vec[o->n - 1].end;
-	if (lo >= hi)
+	/* never go back over what was already reported (a split block) */
+	if (o->n && o->vec[o->n - 1].end > a)
+		a = o->vec[o->n - 1].end;
+	if (a >= b)
 		return 0;
-	err = sd_out_add(o, lo, hi, SOFTDIRTY_RANGE_WRITTEN);
-	/*
-	 * Split by that write: from now on per page, as the kernel's bits
-	 * are once the PMD is split.  Best effort: failing, the block is
-	 * reported whole again, a superset; the pages are already reset.
-	 */
-	if (!err && w->reset && (wa || wb))
-		(void)!sd_rset_remove(&p->huge, ha, hb + HUGE_SZ);
-	return err;
+	return sd_out_add(o, a, b, SOFTDIRTY_RANGE_WRITTEN);
 }
 
 /*
@@ -410,25 +393,22 @@ static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
 		blk = a & ~(HUGE_SZ - 1);
 		e = MIN(b, blk + HUGE_SZ);
 		if (!still_huge(w, blk)) {
-			uint64_t lo = a;
-
-			/* never go back over what was already reported */
-			if (w->o->n && w->o->vec[w->o->n - 1].end > lo)
-				lo = w->o->vec[w->o->n - 1].end;
-			if (lo < e) {
-				err = sd_out_add(w->o, lo, e,
-						 SOFTDIRTY_RANGE_WRITTEN);
-				if (err)
-					return err;
-			}
-			/* then reset it; what it reports is already in */
-			err = scan_plain(w, a, e, true);
+			err = emit_written(w, a, e);
 			if (err)
 				return err;
-			/* best effort: kept, it is reported whole again */
-			if (w->reset)
-				(void)!sd_rset_remove(&p->huge, blk,
-						      blk + HUGE_SZ);
+			/* then reset it; what it reports is already in */
+			err = scan_plain(w, a, e, true);
+			/*
+			 * Only what was reset is per page from now on: a walk
+			 * cut inside the block (a range or a full vector ends
+			 * there) leaves the rest to be reported whole.  Best
+			 * effort: kept, it is reported whole again.
+			 */
+			if (w->reset && w->pos > a)
+				(void)!sd_rset_remove(&p->huge, a,
+						      MIN(w->pos, e));
+			if (err)
+				return err;
 		} else {
 			err = scan_plain(w, a, e, true);
 			if (err)

@@ -49,20 +49,6 @@ bool tap_ok(bool cond, const char *fmt, ...)
 	return cond;
 }
 
-bool tap_ok_todo(bool cond, const char *todo, const char *fmt, ...)
-{
-	va_list ap;
-
-	tap_n++;
-	printf("%sok %d - ", cond ? "" : "not ", tap_n);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf(" # TODO %s\n", todo);
-	fflush(stdout);
-	return cond;
-}
-
 void tap_skip(const char *reason, const char *fmt, ...)
 {
 	va_list ap;

@@ -28,12 +28,6 @@
 void tap_init(const char *prog);
 /* "ok N - desc" / "not ok N - desc"; returns cond. */
 bool tap_ok(bool cond, const char *fmt, ...) TD_PRINTF(2, 3);
-/*
- * A known defect, tracked in an issue: "not ok N - desc # TODO why" does
- * not count as a failure (TAP), but the runner lists it.
- */
-bool tap_ok_todo(bool cond, const char *todo, const char *fmt, ...)
-	TD_PRINTF(3, 4);
 /* "ok N - desc # SKIP reason" */
 void tap_skip(const char *reason, const char *fmt, ...) TD_PRINTF(2, 3);
 /* "# ..." */

@@ -35,8 +35,6 @@ struct region {
 	char *addr;
 	size_t pages;
 	bool ro;
-	unsigned char *snap;	/* contents at the last reset (hash oracle) */
-	size_t snap_pages;
 	bool fresh;		/* created/moved since the last reset */
 	bool flipped;		/* made writable by the program since */
 	bool thp;		/* MADV_HUGEPAGE */
@@ -44,6 +42,9 @@ struct region {
 
 static struct region regions[MAX_REGIONS];
 static char *arena;
+/* the hash oracle: the arena's contents at the last reset, by address */
+static unsigned char *arena_snap;
+static bool snap_valid[ARENA_PAGES];
 static struct td_rng rng;
 static pthread_mutex_t regions_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -153,7 +154,6 @@ static void op_munmap(struct region *r)
 		 0) == MAP_FAILED)
 		tap_bail("munmap: %s", strerror(errno));
 	logop("munmap %p +%zu", (void *)r->addr, r->pages);
-	free(r->snap);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -298,7 +298,7 @@ static bool kernel_dirty(const char *a)
 struct tracker {
 	const struct td_backend *be;
 	struct softdirty *sd;
-	unsigned long extra, misses, thp_misses, checked, documented;
+	unsigned long extra, misses, checked, documented;
 	unsigned char *rep;		/* reported pages of the arena */
 };
 
@@ -324,36 +324,36 @@ static void collect(struct tracker *t)
 static bool changed(const struct region *r, size_t p)
 {
 	static const char zero[4096];
+	const char *a = r->addr + p * PG;
+	size_t idx = (size_t)(a - arena) / PG;
 
 	/*
-	 * Pages new at this address (moved, grown, created) replaced the
-	 * arena's never-touched reservation: zeros, so only what is not
-	 * zero now is a visible change.
+	 * Against what this address held at the reset, whichever region
+	 * that was: a region mapped where another one was (same size and
+	 * flags, the same bytes) holds no visible change.  Where nothing
+	 * readable was, the arena's never-touched reservation: zeros.
 	 */
-	if (r->fresh || !r->snap || p >= r->snap_pages)
-		return memcmp(r->addr + p * PG, zero, PG);
-	return memcmp(r->snap + p * PG, r->addr + p * PG, PG);
+	if (snap_valid[idx])
+		return memcmp(arena_snap + idx * PG, a, PG);
+	return memcmp(zero, a, PG);
 }
 
 static void snapshot(void)
 {
 	int i;
 
+	memset(snap_valid, 0, sizeof(snap_valid));
 	for (i = 0; i < MAX_REGIONS; i++) {
 		struct region *r = &regions[i];
+		size_t idx = (size_t)(r->addr - arena) / PG;
 
-		free(r->snap);
-		r->snap = NULL;
 		r->fresh = false;
 		r->flipped = false;
 		if (!r->addr)
 			continue;
-		r->snap = malloc(r->pages * PG);
-		if (!r->snap)
-			tap_bail("out of memory");
-		r->snap_pages = r->pages;
 		/* PROT_READ at least: every region is readable */
-		memcpy(r->snap, r->addr, r->pages * PG);
+		memcpy(arena_snap + idx * PG, r->addr, r->pages * PG);
+		memset(snap_valid + idx, 1, r->pages);
 	}
 }
 
@@ -395,23 +395,13 @@ static void compare(struct tracker *t, int round)
 			}
 
 			t->checked += must;
-			if (must && !t->rep[idx] && r->thp) {
-				/* known defect, counted apart: see main() */
-				if (t->thp_misses++ < 3) {
-					tap_diag("%s: round %d: MISSED page %p in THP region %p +%zu, page %zu%s",
-						 t->be->name, round, (void *)a,
-						 (void *)r->addr, r->pages, p,
-						 contents ? " (contents changed)" : " (kernel: soft-dirty)");
-					dump_log();
-				}
-			} else if (must && !t->rep[idx]) {
-				if (t->misses++ < 5) {
-					tap_diag("%s: round %d: MISSED page %p (region %p +%zu, page %zu)%s",
-						 t->be->name, round, (void *)a,
-						 (void *)r->addr, r->pages, p,
-						 contents ? " (contents changed)" : " (kernel: soft-dirty)");
-					dump_log();
-				}
+			if (must && !t->rep[idx] && t->misses++ < 5) {
+				tap_diag("%s: round %d: MISSED page %p (%sregion %p +%zu, page %zu)%s",
+					 t->be->name, round, (void *)a,
+					 r->thp ? "THP " : "",
+					 (void *)r->addr, r->pages, p,
+					 contents ? " (contents changed)" : " (kernel: soft-dirty)");
+				dump_log();
 			}
 			t->rep[idx] = 0;
 		}
@@ -451,6 +441,9 @@ int main(void)
 	if (arena == MAP_FAILED)
 		tap_bail("mmap arena: %s", strerror(errno));
 	arena = (char *)(((uintptr_t)arena + HUGE - 1) & ~(HUGE - 1));
+	arena_snap = malloc(ARENA_PAGES * PG);
+	if (!arena_snap)
+		tap_bail("out of memory");
 
 	nb = td_backends(&bes);
 	for (i = 0; i < (int)nb; i++) {
@@ -533,25 +526,12 @@ int main(void)
 			 t->be->name, t->checked, rounds, t->extra,
 			 t->documented);
 		tap_ok(t->misses == 0 && t->checked > 0,
-		       "%s: every page the %s calls dirty is reported, outside THP regions (%lu missed)",
+		       "%s: every page the %s calls dirty is reported (%lu missed)",
 		       t->be->name,
 		       (t->be->caps & SOFTDIRTY_CAP_CONTENTS) ?
 		       "contents comparison" : "kernel's bit 55", t->misses);
-		/*
-		 * Seen intermittently in qemu on 2026-12-05, not yet
-		 * understood: uffd on 6.12 short of the kernel's bit 55 in a
-		 * THP region (a PMD dirty-split it did not arm huge), hash on
-		 * 6.1 missing changed pages of a THP region mapped at an
-		 * address reused after an mremap move (seed
-		 * 0x18ee80eed84a5d35).
-		 */
-		tap_ok_todo(t->thp_misses == 0,
-			    "intermittent misses in THP regions (uffd on 6.12, hash on 6.1), under investigation",
-			    "%s: every page the %s calls dirty is reported in THP regions (%lu missed)",
-			    t->be->name,
-			    (t->be->caps & SOFTDIRTY_CAP_CONTENTS) ?
-			    "contents comparison" : "kernel's bit 55", t->thp_misses);
 		softdirty_close(t->sd);
 	}
+	free(arena_snap);
 	return tap_done();
 }
