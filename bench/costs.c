@@ -26,8 +26,9 @@
  * Nothing here ever fails on speed.
  *
  * Environment: SOFTDIRTY_BENCH_MB (region size, default 1024),
- * SOFTDIRTY_BENCH_REPS (repetitions, default 5), SOFTDIRTY_BENCH_VERBOSE=1
- * (every sample on stderr).
+ * SOFTDIRTY_BENCH_REPS (repetitions, default 5), SOFTDIRTY_BENCH_THP=1
+ * (regions of transparent huge pages), SOFTDIRTY_BENCH_VERBOSE=1 (every
+ * sample on stderr).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -194,28 +195,43 @@ static int fail(struct result *res, int err, const char *what)
 	return res->err;
 }
 
+/* SOFTDIRTY_BENCH_THP=1: regions of transparent huge pages instead */
+static bool bench_thp;
+#define HUGE_SZ	(2UL << 20)
+
 /*
- * An anonymous private mapping of 4 KiB pages, populated if asked, with one
- * read-only page below it.  Without that page the mapping may land right
- * above a PROT_NONE mapping (the mprotect backend reserves one), and the
- * mprotect backend's thread-stack rule ("rw anonymous above a PROT_NONE
- * guard") then leaves the whole region untracked.  Freed with unmap_region().
+ * An anonymous private mapping of 4 KiB pages (or THPs), populated if
+ * asked, with one read-only page below it.  Without that page the mapping
+ * may land right above a PROT_NONE mapping (the mprotect backend reserves
+ * one), and the mprotect backend's thread-stack rule ("rw anonymous above a
+ * PROT_NONE guard") then leaves the whole region untracked.  Freed with
+ * unmap_region().
  */
 static void *map_region(size_t len, bool populate)
 {
-	unsigned char *p;
-	size_t i;
+	size_t extra = bench_thp ? HUGE_SZ : 0, i;
+	unsigned char *raw, *p;
 
-	p = mmap(NULL, len + PG, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	raw = mmap(NULL, len + PG + extra, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
 		return NULL;
-	if (mprotect(p, PG, PROT_READ)) {
-		munmap(p, len + PG);
+	p = raw + PG;
+	if (bench_thp) {
+		/* huge pages only in aligned blocks: trim to [p - PG, p + len) */
+		p = (unsigned char *)(((uintptr_t)p + HUGE_SZ - 1) &
+				      ~(HUGE_SZ - 1));
+		if (p - PG > raw)
+			munmap(raw, (size_t)(p - PG - raw));
+		if (raw + len + PG + extra > p + len)
+			munmap(p + len, (size_t)(raw + len + PG + extra -
+						 (p + len)));
+	}
+	if (mprotect(p - PG, PG, PROT_READ)) {
+		munmap(p - PG, len + PG);
 		return NULL;
 	}
-	p += PG;
-	madvise(p, len, MADV_NOHUGEPAGE);
+	madvise(p, len, bench_thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	if (populate && madvise(p, len, MADV_POPULATE_WRITE)) {
 		for (i = 0; i < len; i += PG)
 			p[i] = 1;
@@ -1110,6 +1126,7 @@ int main(void)
 	b.len = (size_t)env_long("SOFTDIRTY_BENCH_MB", 1024, 1, 1 << 20) << 20;
 	b.npages = b.len / PG;
 	b.reps = (int)env_long("SOFTDIRTY_BENCH_REPS", 5, 1, MAX_REPS);
+	bench_thp = env_long("SOFTDIRTY_BENCH_THP", 0, 0, 1);
 	if (uname(&u))
 		snprintf(u.release, sizeof(u.release), "?");
 
@@ -1121,10 +1138,12 @@ int main(void)
 
 	printf("# softdirty costs\n\n");
 	printf("Linux %s %s, %ld CPUs; region %zu MiB = %zu pages of 4 KiB "
-	       "(anonymous, private, populated, MADV_NOHUGEPAGE); "
+	       "(anonymous, private, populated, %s); "
 	       "%d repetitions, median (min).\n",
 	       u.release, u.machine, sysconf(_SC_NPROCESSORS_ONLN),
-	       b.len >> 20, b.npages, b.reps);
+	       b.len >> 20, b.npages,
+	       bench_thp ? "MADV_HUGEPAGE: transparent huge pages" :
+	       "MADV_NOHUGEPAGE", b.reps);
 
 	printf("\n## Backends\n\n| backend | probe | measured |\n|---|---|---|\n");
 	for (i = 0; i < SOFTDIRTY_BACKEND_COUNT; i++)

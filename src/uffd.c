@@ -54,6 +54,7 @@ struct uffd_priv {
 	 * would walk every PTE.
 	 */
 	struct sd_rset huge;
+	struct sd_rset pmds;	/* scratch: blocks mapped huge now */
 	struct sd_rset unreg;	/* scratch: unregistered ranges now */
 	struct page_region vec[SCAN_VEC];
 	struct page_region cvec[64];	/* the census's own */
@@ -342,26 +343,35 @@ static int scan_plain(struct walk *w, uint64_t a, uint64_t b, bool report)
 	return scan_written(w, a, b, report);
 }
 
-/* Is the 2 MiB block at @blk still mapped by one huge PMD? */
+/*
+ * Which blocks of [a, b) (block-aligned) are mapped by a huge PMD now, into
+ * p->pmds: one scan for a run of remembered blocks, not one per block.
+ * Failing, none is: each is taken as split, a superset.
+ */
+static void pmds_now(struct walk *w, uint64_t a, uint64_t b)
+{
+	const struct pm_scan_arg masks = {
+		.category_mask = PAGE_IS_HUGE,
+		.return_mask = PAGE_IS_HUGE,
+	};
+	struct uffd_priv *p = w->p;
+
+	sd_rset_clear(&p->pmds);
+	if (sd_pm_scan_rset(w->sd->pagemap_fd, a, b, &masks, p->cvec,
+			    sizeof(p->cvec) / sizeof(p->cvec[0]), &p->pmds))
+		sd_rset_clear(&p->pmds);
+}
+
+/* Is the 2 MiB block at @blk still mapped by one huge PMD (pmds_now())? */
 static bool still_huge(struct walk *w, uint64_t blk)
 {
-	struct uffd_priv *p = w->p;
-	struct pm_scan_arg arg;
+	const struct sd_rset *s = &w->p->pmds;
+	size_t i = sd_rset_find(s, blk);
 
 	/* a huge PMD covers its whole block, inside one VMA */
 	if (blk < w->vma->start || blk + HUGE_SZ > w->vma->end)
 		return false;
-	memset(&arg, 0, sizeof(arg));
-	arg.size = sizeof(arg);
-	arg.start = blk;
-	arg.end = blk + HUGE_SZ;
-	arg.vec = (uintptr_t)p->cvec;
-	arg.vec_len = 1;
-	arg.category_mask = PAGE_IS_HUGE;
-	arg.return_mask = PAGE_IS_HUGE;
-	/* failing, call it split: a superset */
-	return sd_pm_scan(w->sd->pagemap_fd, &arg) == 1 &&
-	       p->cvec[0].start == blk && p->cvec[0].end == blk + HUGE_SZ;
+	return i < s->n && s->v[i].start <= blk && s->v[i].end >= blk + HUGE_SZ;
 }
 
 /*
@@ -374,6 +384,7 @@ static bool still_huge(struct walk *w, uint64_t blk)
 static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
 {
 	struct uffd_priv *p = w->p;
+	uint64_t looked = 0;	/* p->pmds holds [.., looked) */
 	int err;
 
 	if (!report)
@@ -392,6 +403,11 @@ static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
 		}
 		blk = a & ~(HUGE_SZ - 1);
 		e = MIN(b, blk + HUGE_SZ);
+		if (blk >= looked) {
+			looked = (MIN(b, p->huge.v[i].end) + HUGE_SZ - 1) &
+				 ~(HUGE_SZ - 1);
+			pmds_now(w, blk, looked);
+		}
 		if (!still_huge(w, blk)) {
 			err = emit_written(w, a, e);
 			if (err)
@@ -410,6 +426,10 @@ static int scan_range(struct walk *w, uint64_t a, uint64_t b, bool report)
 			if (err)
 				return err;
 		} else {
+			/* the run of blocks still huge: one scan */
+			while (e < b && e < looked &&
+			       sd_rset_contains(&p->huge, e) && still_huge(w, e))
+				e = MIN(b, e + HUGE_SZ);
 			err = scan_plain(w, a, e, true);
 			if (err)
 				return err;
@@ -627,6 +647,7 @@ static void uffd_close(struct softdirty *sd)
 	sd_rset_free(&p->mine);
 	sd_rset_free(&p->bad);
 	sd_rset_free(&p->huge);
+	sd_rset_free(&p->pmds);
 	sd_rset_free(&p->unreg);
 	sd_kmem_free(p, sizeof(*p));
 	sd->priv = NULL;
