@@ -41,7 +41,8 @@ PRELOAD_CFLAGS := $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(LIB_CFLAGS
 PRELOAD_OBJS   := $(LIB_SRCS:src/%.c=$(B)/preload-obj/%.o)
 
 TOOL_SRCS := $(wildcard tools/*.c) preload/run.c
-TEST_SRCS := $(filter-out test/common.c,$(wildcard test/*.c))
+# shared helpers, linked into the test programs (not tests themselves)
+TEST_SRCS := $(filter-out test/common.c test/image-common.c,$(wildcard test/*.c))
 TEST_BINS := $(TEST_SRCS:test/%.c=$(B)/test/%)
 TEST_COMMON := $(wildcard test/common.c)
 BENCH_SRCS := $(wildcard bench/*.c)
@@ -101,12 +102,13 @@ $(B)/test/%: test/%.c $(TEST_COMMON) $(wildcard test/*.h) $(STLIB)
 # Tests of dump/image/restore call the commands in-process (fork + cmd_*)
 # and read images with the tool's own reader.
 IMG_TOOL_SRCS := tools/image-fmt.c tools/proc-mem.c tools/dump.c tools/image.c
-$(B)/test/image-%: test/image-%.c $(TEST_COMMON) $(wildcard test/*.h) \
-		$(IMG_TOOL_SRCS) $(wildcard tools/*.h) $(STLIB) \
-		$(B)/gen/fuzz-corpus.h
+$(B)/test/image-%: test/image-%.c $(TEST_COMMON) test/image-common.c \
+		$(wildcard test/*.h) $(IMG_TOOL_SRCS) $(wildcard tools/*.h) \
+		$(STLIB) $(B)/gen/fuzz-corpus.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc -Itest -Itools -I$(B)/gen $(LDFLAGS) -o $@ $< \
-		$(TEST_COMMON) $(IMG_TOOL_SRCS) $(STLIB) $(LIBS)
+		$(TEST_COMMON) test/image-common.c $(IMG_TOOL_SRCS) $(STLIB) \
+		$(LIBS)
 
 # the fuzz corpus as arrays, for image-badinput
 $(B)/gen/fuzz-corpus.h: test/fuzz/embed.sh $(wildcard test/fuzz/corpus/*)

@@ -101,6 +101,45 @@ static void target(int in, int out)
 
 /* ---------- helpers ---------- */
 
+/* A forked target, its heap filled: pid, pipes, heap address. */
+struct tproc {
+	pid_t pid;
+	char pid_s[16];
+	int to, from;
+	uint8_t *mem;
+};
+
+/* Fork a target and wait until it has filled its heap: 0, or -1. */
+static int tproc_start(struct tproc *t)
+{
+	int to[2], from[2];
+
+	if (pipe(to) || pipe(from))
+		return -1;
+	t->pid = fork();
+	if (!t->pid) {
+		close(to[1]);
+		close(from[0]);
+		target(to[0], from[1]);
+	}
+	close(to[0]);
+	close(from[1]);
+	t->to = to[1];
+	t->from = from[0];
+	snprintf(t->pid_s, sizeof(t->pid_s), "%d", (int)t->pid);
+	if (read(t->from, &t->mem, sizeof(t->mem)) != sizeof(t->mem))
+		return -1;
+	return 0;
+}
+
+/* Close its pipes (it exits at EOF) and reap it. */
+static void tproc_stop(struct tproc *t)
+{
+	close(t->to);
+	close(t->from);
+	waitpid(t->pid, NULL, 0);
+}
+
 /* CPU seconds (user + system) of the last run() child */
 static double last_cpu;
 
@@ -265,36 +304,22 @@ static void series(const struct softdirty_probe_result *pr, uint32_t nw,
 		struct stat_ tfr = { 0 }, cfr = { 0 };
 		struct dump_stats st = { 0 };
 		struct softdirty *sd = NULL;
-		char pid[16], out[4096], d[3][128];
+		char out[4096], d[3][128];
 		const char *why = "";
-		int to[2], from[2];
+		struct tproc t;
 		bool tracked;
-		uint8_t *mem;
-		pid_t t;
 
 		if (pr[b].status || !(pr[b].caps & SOFTDIRTY_CAP_REMOTE))
 			continue;
-		if (pipe(to) || pipe(from))
-			exit(1);
-		t = fork();
-		if (!t) {
-			close(to[1]);
-			close(from[0]);
-			target(to[0], from[1]);
-		}
-		close(to[0]);
-		close(from[1]);
-		if (read(from[0], &mem, sizeof(mem)) != sizeof(mem) ||
-		    softdirty_open(&sd, t, &so))
+		if (tproc_start(&t) || softdirty_open(&sd, t.pid, &so))
 			exit(1);
 		tracked = dump_can_track(sd, &why);
-		snprintf(pid, sizeof(pid), "%d", (int)t);
 		for (r = 0; r < 3; r++)
 			snprintf(d[r], sizeof(d[r]), "%s/s%d", dir, r);
 		if (dump_link(sd, tracked, d[0], NULL, true, &st))
 			exit(1);
 		for (r = 0; r < reps; r++) {
-			if (do_writes(to[1], from[0], nw) != nw ||
+			if (do_writes(t.to, t.from, nw) != nw ||
 			    dump_link(sd, tracked, d[1], d[0], true, &st))
 				exit(1);
 			add(&tfr, st.frozen_ns / 1e6);
@@ -303,8 +328,8 @@ static void series(const struct softdirty_probe_result *pr, uint32_t nw,
 		/* the contents increment needs the tracker closed (one per backend) */
 		softdirty_close(sd);
 		for (r = 0; r < reps; r++) {
-			if (do_writes(to[1], from[0], nw) != nw ||
-			    run(cmd_dump, out, sizeof(out), "dump", pid, "-D", d[2],
+			if (do_writes(t.to, t.from, nw) != nw ||
+			    run(cmd_dump, out, sizeof(out), "dump", t.pid_s, "-D", d[2],
 				"--parent", d[0], "--backend", pr[b].name, NULL))
 				exit(1);
 			add(&cfr, frozen_ms(out));
@@ -316,9 +341,7 @@ static void series(const struct softdirty_probe_result *pr, uint32_t nw,
 		       med(&tfr), mn(&tfr), st.copied, st.reported, st.stored, nw,
 		       med(&cfr), mn(&cfr), med(&cfr) / med(&tfr));
 		fflush(stdout);
-		close(to[1]);
-		close(from[0]);
-		waitpid(t, NULL, 0);
+		tproc_stop(&t);
 	}
 }
 
@@ -330,7 +353,7 @@ int main(void)
 	struct softdirty_probe_result pr[SOFTDIRTY_BACKEND_COUNT];
 	struct utsname u;
 	double gb;
-	uint8_t *mem = NULL, *buf;
+	uint8_t *buf;
 	uint32_t nw;
 
 	if (reps < 1 || reps > MAXREP)
@@ -363,38 +386,26 @@ int main(void)
 			     ifr = { 0 }, rst = { 0 }, rawc = { 0 }, fullc = { 0 },
 			     incc = { 0 }, rstc = { 0 };
 		long stored = -1, written = -1, fsz = -1, isz = -1;
-		int to[2], from[2];
-		pid_t t;
-		char pid[16], out[4096], d0[128], d1[128];
+		char out[4096], d0[128], d1[128];
+		struct tproc t;
 
 		if (pr[b].status || !(pr[b].caps & SOFTDIRTY_CAP_REMOTE)) {
 			printf("| %s | not measured: %s | | | | | | | | | |\n", pr[b].name,
 			       pr[b].status ? pr[b].reason : "cannot track another process");
 			continue;
 		}
-		if (pipe(to) || pipe(from))
+		if (tproc_start(&t))
 			return 1;
-		t = fork();
-		if (!t) {
-			close(to[1]);
-			close(from[0]);
-			target(to[0], from[1]);
-		}
-		close(to[0]);
-		close(from[1]);
-		if (read(from[0], &mem, sizeof(mem)) != sizeof(mem))
-			return 1;
-		snprintf(pid, sizeof(pid), "%d", (int)t);
 		snprintf(d0, sizeof(d0), "%s/full", dir);
 		snprintf(d1, sizeof(d1), "%s/incr", dir);
 		for (r = 0; r < reps; r++) {
 			double t0;
 			uint32_t w;
 
-			add(&raw, raw_read(t, mem, buf));
+			add(&raw, raw_read(t.pid, t.mem, buf));
 			add(&rawc, last_cpu);
 			t0 = now();
-			if (run(cmd_dump, out, sizeof(out), "dump", pid, "-D", d0,
+			if (run(cmd_dump, out, sizeof(out), "dump", t.pid_s, "-D", d0,
 				"--backend", pr[b].name, NULL)) {
 				fprintf(stderr, "dump failed: %s\n", out);
 				return 1;
@@ -403,9 +414,9 @@ int main(void)
 			add(&fullc, last_cpu);
 			add(&ffr, frozen_ms(out));
 			fsz = fsize(d0);
-			w = do_writes(to[1], from[0], nw);
+			w = do_writes(t.to, t.from, nw);
 			t0 = now();
-			if (run(cmd_dump, out, sizeof(out), "dump", pid, "-D", d1,
+			if (run(cmd_dump, out, sizeof(out), "dump", t.pid_s, "-D", d1,
 				"--parent", d0, "--backend", pr[b].name, NULL)) {
 				fprintf(stderr, "dump failed: %s\n", out);
 				return 1;
@@ -419,7 +430,7 @@ int main(void)
 				stored = -1;
 			t0 = now();
 			if (run(cmd_restore, out, sizeof(out), "restore", d0, "--pid",
-				pid, "--backend", pr[b].name, NULL)) {
+				t.pid_s, "--backend", pr[b].name, NULL)) {
 				fprintf(stderr, "restore failed: %s\n", out);
 				return 1;
 			}
@@ -437,32 +448,18 @@ int main(void)
 		       mn(&ifr), stored, nw, gb / med(&rst), gb / mn(&rst),
 		       med(&rstc), written, fsz / 1048576.0, isz / 1048576.0);
 		fflush(stdout);
-		close(to[1]);
-		close(from[0]);
-		waitpid(t, NULL, 0);
+		tproc_stop(&t);
 	}
 	series(pr, nw, reps);
 	/* compression: what zstd (level 1 and 3) would make of a full image */
 	{
-		char pid[16], out[4096], d0[128], cmd[512];
-		int to[2], from[2];
-		pid_t t;
+		char out[4096], d0[128], cmd[512];
+		struct tproc t;
 
-		if (pipe(to) || pipe(from))
+		if (tproc_start(&t))
 			return 1;
-		t = fork();
-		if (!t) {
-			close(to[1]);
-			close(from[0]);
-			target(to[0], from[1]);
-		}
-		close(to[0]);
-		close(from[1]);
-		if (read(from[0], &mem, sizeof(mem)) != sizeof(mem))
-			return 1;
-		snprintf(pid, sizeof(pid), "%d", (int)t);
 		snprintf(d0, sizeof(d0), "%s/full", dir);
-		if (!run(cmd_dump, out, sizeof(out), "dump", pid, "-D", d0, NULL) &&
+		if (!run(cmd_dump, out, sizeof(out), "dump", t.pid_s, "-D", d0, NULL) &&
 		    !system("command -v zstd >/dev/null 2>&1")) {
 			int lvl;
 
@@ -493,9 +490,7 @@ int main(void)
 			}
 		}
 		rmimg(d0);
-		close(to[1]);
-		close(from[0]);
-		waitpid(t, NULL, 0);
+		tproc_stop(&t);
 	}
 	{
 		char p[128];

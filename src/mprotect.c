@@ -68,6 +68,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "uapi.h"
 
 /* the bitmap covers [0, MP_LIMIT) */
 #define MP_LIMIT	(1ULL << 47)
@@ -310,27 +311,6 @@ static const struct mp_region *lookup(const struct mp_table *t, uint64_t a)
 	return r && !r->ro ? r : NULL;
 }
 
-/* Linux 6.11's uapi, not in older headers */
-struct mp_procmap_query {
-	uint64_t size;
-	uint64_t query_flags;
-	uint64_t query_addr;
-	uint64_t vma_start;
-	uint64_t vma_end;
-	uint64_t vma_flags;
-	uint64_t vma_page_size;
-	uint64_t vma_offset;
-	uint64_t inode;
-	uint32_t dev_major;
-	uint32_t dev_minor;
-	uint32_t vma_name_size;
-	uint32_t build_id_size;
-	uint64_t vma_name_addr;
-	uint64_t build_id_addr;
-};
-#define MP_PROCMAP_QUERY _IOWR('f', 17, struct mp_procmap_query)
-#define MP_PROCMAP_QUERY_VMA_SHARED 0x08
-
 static bool starts(const char *s, const char *p)
 {
 	return !strncmp(s, p, strlen(p));
@@ -351,7 +331,7 @@ static bool anon_kind(const char *name, bool shared, bool inode)
  */
 static bool vma_query(uint64_t addr, struct mp_vma *v)
 {
-	struct mp_procmap_query q;
+	struct procmap_query q;
 	char buf[512], name[64];
 	int fd, field = 0, pi = 0, ni = 0;
 	uint64_t start = 0, end = 0;
@@ -367,7 +347,7 @@ static bool vma_query(uint64_t addr, struct mp_vma *v)
 	q.query_addr = addr;
 	q.vma_name_addr = (uintptr_t)name;
 	q.vma_name_size = sizeof(name);
-	if (!ioctl(fd, MP_PROCMAP_QUERY, &q)) {
+	if (!ioctl(fd, PROCMAP_QUERY, &q)) {
 		close(fd);
 		v->start = q.vma_start;
 		v->end = q.vma_end;
@@ -376,7 +356,7 @@ static bool vma_query(uint64_t addr, struct mp_vma *v)
 			name[0] = '\0';
 		name[sizeof(name) - 1] = '\0';
 		v->anon = anon_kind(name, q.vma_flags &
-					  MP_PROCMAP_QUERY_VMA_SHARED, q.inode);
+					  PROCMAP_QUERY_VMA_SHARED, q.inode);
 		return q.vma_start <= addr && addr < q.vma_end;
 	}
 	/* no VMA, or a name too long for @name: not anonymous memory */

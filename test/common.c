@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -121,6 +122,27 @@ double td_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void td_preload_so(char *exe, size_t exelen, char *so, size_t solen)
+{
+	const char *env = getenv("SOFTDIRTY_PRELOAD");
+	ssize_t n = readlink("/proc/self/exe", exe, exelen - 1);
+
+	if (n <= 0)
+		tap_bail("readlink /proc/self/exe: %s", strerror(errno));
+	exe[n] = 0;
+	if (env && *env) {
+		snprintf(so, solen, "%.3000s", env);
+	} else {
+		char dir[PATH_MAX];
+
+		snprintf(dir, sizeof(dir), "%s", exe);
+		*strrchr(dir, '/') = 0;
+		snprintf(so, solen, "%.3000s/../libsoftdirty-preload.so", dir);
+	}
+	if (access(so, R_OK))
+		tap_bail("%s: %s (set SOFTDIRTY_PRELOAD)", so, strerror(errno));
 }
 
 uint64_t td_seed(void)

@@ -54,6 +54,13 @@ uint64_t td_rng_next(struct td_rng *r);
 /* uniform in [0, n) (n > 0) */
 uint64_t td_rng_below(struct td_rng *r, uint64_t n);
 
+/*
+ * The program's own path into @exe, and the preload shim into @so:
+ * SOFTDIRTY_PRELOAD, else ../libsoftdirty-preload.so next to the
+ * program's directory.  Bails out when the shim cannot be read.
+ */
+void td_preload_so(char *exe, size_t exelen, char *so, size_t solen);
+
 /* ---------- child processes ---------- */
 
 /* A forked child that talks over two pipes. */

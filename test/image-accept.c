@@ -28,7 +28,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +41,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "image-common.h"
 #include "image-fmt.h"
 
 #define NLINKS	6
@@ -195,76 +195,6 @@ static void spawn_fn(int in, int out)
 	setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0", 1);
 	execl(self_exe, self_exe, "--workload", a, b, (char *)NULL);
 	_exit(4);
-}
-
-/*
- * The workload answers, then goes back to read(2): wait until it sleeps
- * there, so that every dump and restore sees it at the same place in its
- * code (a restore rolls back its stack, not its registers).
- */
-static bool wl_cmd(struct td_child *c, const char *m, size_t n)
-{
-	char k = 0;
-
-	return write(c->to, m, n) == (ssize_t)n && td_child_recv(c, &k, 1, 20000) &&
-	       k == 'k' && td_blocked_in_read(c->pid);
-}
-
-static uint64_t wl_sum(struct td_child *c)
-{
-	uint64_t h = 0;
-
-	if (write(c->to, "c", 1) != 1 || !td_child_recv(c, &h, sizeof(h), 20000) ||
-	    !td_blocked_in_read(c->pid))
-		return 0;
-	return h;
-}
-
-/*
- * Run a softdirty subcommand in a child (it may exit); its output goes to
- * tmpdir/out.  Returns the exit status, or -1.
- */
-static int run(int (*fn)(int, char **), ...)
-{
-	char path[128];
-	va_list ap;
-	int st;
-
-	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	va_start(ap, fn);
-	st = td_run_vout(path, fn, ap);
-	va_end(ap);
-	return st;
-}
-
-/* The command's output (tmpdir/out), for diagnostics and counts. */
-static const char *output(void)
-{
-	static char buf[8192];
-	char path[128];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-	if (fd >= 0)
-		close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	return buf;
-}
-
-static void show_output(void)
-{
-	const char *o = output(), *e;
-
-	while (*o) {
-		e = strchr(o, '\n');
-		tap_diag("  | %.*s", (int)(e ? e - o : (long)strlen(o)), o);
-		if (!e)
-			break;
-		o = e + 1;
-	}
 }
 
 static long restored_pages(void)
@@ -526,6 +456,7 @@ int main(int argc, char **argv)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sd-image-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		tap_bail("mkdtemp");
+	run_out_dir(tmpdir);
 	td_for_each_backend("dump chain, flatten, restore", chain, NULL);
 	if (tap_failures()) {
 		tap_diag("images kept in %s", tmpdir);

@@ -16,7 +16,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,35 +28,10 @@
 #include "commands.h"
 #include "common.h"
 #include "fuzz-corpus.h"
+#include "image-common.h"
 #include "image-fmt.h"
 
 static char tmpdir[64];
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	int i;
-
-	for (i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	int i;
-
-	for (i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 /*
  * A small image: region 0x10000 (4 pages: 2 stored, 1 absent, 1 zero or
@@ -174,37 +148,6 @@ static void fix_sums(uint8_t *b, size_t len)
 	if (off <= len && ml <= len - off)
 		put64(b + 40, XXH3_64bits(b + off, ml));
 	put64(b + 48, XXH3_64bits(b, 48));
-}
-
-static int run(int (*fn)(int, char **), ...)
-{
-	char path[128];
-	va_list ap;
-	int st;
-
-	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	va_start(ap, fn);
-	st = td_run_vout(path, fn, ap);
-	va_end(ap);
-	return st;
-}
-
-static const char *output(void)
-{
-	static char buf[4096];
-	char path[128];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-	if (fd >= 0)
-		close(fd);
-	buf[n > 0 ? n : 0] = 0;
-	if (n > 0 && buf[n - 1] == '\n')
-		buf[n - 1] = 0;
-	return buf;
 }
 
 /* "image verify DIR" fails with a message holding @want. */
@@ -582,6 +525,7 @@ int main(int argc, char **argv)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sd-badimg-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		tap_bail("mkdtemp");
+	run_out_dir(tmpdir);
 	crafted();
 	restore_bad();
 	corpus_run();

@@ -27,7 +27,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +39,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "image-common.h"
 #include "image-fmt.h"
 
 #define NLINKS	6
@@ -129,52 +129,6 @@ static void spawn_fn(int in, int out)
 	setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0", 1);
 	execl(self_exe, self_exe, "--workload", a, b, (char *)NULL);
 	_exit(4);
-}
-
-/* Wait until the workload sleeps in read(2): every dump sees it there. */
-static bool wl_cmd(struct td_child *c, const char *m, size_t n)
-{
-	char k = 0;
-
-	return write(c->to, m, n) == (ssize_t)n && td_child_recv(c, &k, 1, 20000) &&
-	       k == 'k' && td_blocked_in_read(c->pid);
-}
-
-static uint64_t wl_sum(struct td_child *c)
-{
-	uint64_t h = 0;
-
-	if (write(c->to, "c", 1) != 1 || !td_child_recv(c, &h, sizeof(h), 20000) ||
-	    !td_blocked_in_read(c->pid))
-		return 0;
-	return h;
-}
-
-/* Run a subcommand in a child; output to tmpdir/out.  Exit status or -1. */
-static int run(int (*fn)(int, char **), ...)
-{
-	char path[128];
-	va_list ap;
-	int st;
-
-	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	va_start(ap, fn);
-	st = td_run_vout(path, fn, ap);
-	va_end(ap);
-	return st;
-}
-
-static void show_output(void)
-{
-	char path[128], line[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/out", tmpdir);
-	f = fopen(path, "re");
-	while (f && fgets(line, sizeof(line), f))
-		tap_diag("  | %s", strtok(line, "\n") ? line : "");
-	if (f)
-		fclose(f);
 }
 
 /* The workload's pages as the test sees them: present, and checksum. */
@@ -407,6 +361,7 @@ int main(int argc, char **argv)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sd-series-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		tap_bail("mkdtemp");
+	run_out_dir(tmpdir);
 	td_for_each_backend("dump series", series, NULL);
 	if (tap_failures()) {
 		tap_diag("images kept in %s", tmpdir);

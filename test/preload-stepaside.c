@@ -227,9 +227,7 @@ static bool run(const char *so, const char *exe, bool force, struct seen *s)
 int main(void)
 {
 	char exe[PATH_MAX], so[PATH_MAX];
-	const char *env = getenv("SOFTDIRTY_PRELOAD");
 	struct seen s;
-	ssize_t n;
 
 	if (getenv(CHILD_ENV))
 		return child();
@@ -244,21 +242,7 @@ int main(void)
 			 "for", "step aside");
 		return tap_done();
 	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		tap_bail("readlink /proc/self/exe: %s", strerror(errno));
-	exe[n] = 0;
-	if (env && *env) {
-		snprintf(so, sizeof(so), "%.3000s", env);
-	} else {
-		char dir[PATH_MAX];
-
-		snprintf(dir, sizeof(dir), "%s", exe);
-		*strrchr(dir, '/') = 0;
-		snprintf(so, sizeof(so), "%.3000s/../libsoftdirty-preload.so", dir);
-	}
-	if (access(so, R_OK))
-		tap_bail("%s: %s (set SOFTDIRTY_PRELOAD)", so, strerror(errno));
+	td_preload_so(exe, sizeof(exe), so, sizeof(so));
 
 	tap_ok(run(so, exe, false, &s), "under the shim: the run completed");
 	tap_ok(s.loaded == 1, "the shim is preloaded");
