@@ -42,6 +42,7 @@
 
 #include "internal.h"
 #include "softdirty.h"
+#include "uapi.h"
 
 #define PUBLIC __attribute__((visibility("default")))
 
@@ -96,6 +97,7 @@ REAL(int, dup2, int, int)
 REAL(int, dup3, int, int, int)
 REAL(int, fcntl, int, int, ...)
 REAL(int, fcntl64, int, int, ...)
+REAL(int, ioctl, int, unsigned long, ...)
 REAL(int, close_range, unsigned int, unsigned int, int)
 REAL(void, closefrom, int)
 
@@ -131,6 +133,11 @@ struct sfile {
 	/* the file the fd held when we saw it opened */
 	dev_t dev;
 	ino_t ino;
+	/*
+	 * The process that opened it: a pagemap fd reads the mm it was opened
+	 * in, so after fork the child's fd shows the parent's uffd-wp bits.
+	 */
+	pid_t pid;
 	/* smaps: our text and our own file position (the text is longer) */
 	pthread_mutex_t lock;
 	char *text;
@@ -221,6 +228,11 @@ static bool tracker_uffd;
 static int priv_fd[16];
 static int npriv;
 static const char *backend_pref = "uffd,hash";
+/*
+ * The program registered memory with a userfaultfd of its own: bit 57 of
+ * pagemap may be its write-protection, not ours, so no fast reads.
+ */
+static atomic_bool foreign_uffd;
 static struct sd_maps scratch_maps;
 
 static bool is_priv_fd(int fd)
@@ -544,19 +556,73 @@ static void pm_set(void *ctx, uint64_t start, uint64_t end, uint64_t flags)
 }
 
 /*
+ * The fast read, without a kernel call: where the library vouches for
+ * pagemap's uffd-wp bit (sd_uffd_wp_exact()), a present or swapped page
+ * without bit 57 is one it reports written (or new), a page with it one it
+ * does not report.  False, with nothing changed, when an entry is neither
+ * (a hole, an empty PTE: the library's answer depends on more) or the
+ * range is not covered.  Bytes 6 and 7 of an entry (little endian): bit
+ * 55 is 0x80 of byte 6; 57, 62 and 63 are 0x02, 0x40, 0x80 of byte 7.
+ */
+static bool pagemap_fast(const struct sfile *f, const struct iovec *iov,
+			 int iovcnt, uint64_t off, size_t len)
+{
+	size_t done = 0, n, k;
+	bool ok;
+	int i;
+
+	for (i = 0; i < iovcnt && done < len; i++) {
+		const unsigned char *b = iov[i].iov_base;
+
+		n = MIN(iov[i].iov_len, len - done);
+		for (k = 0; k + 8 <= n; k += 8)
+			if (!(b[k + 7] & 0xc2))
+				return false;
+		done += n;
+	}
+	pthread_mutex_lock(&glock);
+	check_pid_locked();
+	/* the tracker is this process's (checked): so must the fd's mm be */
+	ok = tracker && tracker_uffd && f->pid == tracker_pid &&
+	     !atomic_load(&foreign_uffd) &&
+	     sd_uffd_wp_exact(tracker, off / 8 * PAGE_SZ,
+			      (off + len) / 8 * PAGE_SZ);
+	pthread_mutex_unlock(&glock);
+	if (!ok)
+		return false;
+	for (i = 0, done = 0; i < iovcnt && done < len; i++) {
+		unsigned char *b = iov[i].iov_base;
+
+		n = MIN(iov[i].iov_len, len - done);
+		for (k = 0; k + 8 <= n; k += 8) {
+			if (b[k + 7] & 0x02)
+				b[k + 6] &= 0x7f;
+			else
+				b[k + 6] |= 0x80;
+			b[k + 7] &= ~0x02;
+		}
+		done += n;
+	}
+	return true;
+}
+
+/*
  * The kernel filled @len bytes of pagemap at @off into @iov: make bit 55
  * ours.  Each iovec was a separate ->read for the kernel, so every entry
  * lies whole inside one iovec.
  */
-static void pagemap_patch(const struct iovec *iov, int iovcnt, uint64_t off,
-			  size_t len)
+static void pagemap_patch(const struct sfile *f, const struct iovec *iov,
+			  int iovcnt, uint64_t off, size_t len)
 {
 	struct pm_patch p = { iov, iovcnt, off, len };
+	uint64_t start = off / 8 * PAGE_SZ, end = (off + len) / 8 * PAGE_SZ;
 	size_t done = 0;
-	int i, saved = errno;
+	int i, err, saved = errno;
 
 	if (!len || off % 8)
 		return;
+	if (pagemap_fast(f, iov, iovcnt, off, len))
+		goto out;
 	for (i = 0; i < iovcnt && done < len; i++) {
 		unsigned char *b = iov[i].iov_base;
 		size_t n = MIN(iov[i].iov_len, len - done), k;
@@ -569,19 +635,23 @@ static void pagemap_patch(const struct iovec *iov, int iovcnt, uint64_t off,
 		done += n;
 	}
 	pthread_mutex_lock(&glock);
-	for_each_dirty_locked(off / 8 * PAGE_SZ, (off + len) / 8 * PAGE_SZ,
-			      pm_set, &p);
+	err = for_each_dirty_locked(start, end, pm_set, &p);
 	pthread_mutex_unlock(&glock);
+	/* no answer: a write cannot be ruled out anywhere */
+	if (err)
+		pm_set(&p, start, end, 0);
+out:
 	/* a successful read leaves errno alone */
 	errno = saved;
 }
 
-static void pagemap_patch1(void *buf, uint64_t off, ssize_t len)
+static void pagemap_patch1(const struct sfile *f, void *buf, uint64_t off,
+			   ssize_t len)
 {
 	struct iovec iov = { buf, (size_t)len };
 
 	if (len > 0)
-		pagemap_patch(&iov, 1, off, (size_t)len);
+		pagemap_patch(f, &iov, 1, off, (size_t)len);
 }
 
 /* ---------- clear_refs ---------- */
@@ -927,6 +997,7 @@ static int opened(int fd, const char *path, int flags)
 	f->accmode = flags & O_ACCMODE;
 	f->dev = st.st_dev;
 	f->ino = st.st_ino;
+	f->pid = getpid();
 	pthread_mutex_init(&f->lock, NULL);
 	fd_store(fd, f);		/* the table holds the one reference */
 out:
@@ -1184,7 +1255,7 @@ PUBLIC ssize_t read(int fd, void *buf, size_t n)
 	}
 	r = real_read()(fd, buf, n);
 	if (f->kind == K_PAGEMAP && r > 0 && (at = pm_read_cur(fd, r)) >= 0)
-		pagemap_patch1(buf, (uint64_t)at, r);
+		pagemap_patch1(f, buf, (uint64_t)at, r);
 	return r;
 }
 
@@ -1212,7 +1283,7 @@ static ssize_t do_pread(ssize_t (*real)(int, void *, size_t, off_t), int fd,
 	}
 	r = real(fd, buf, n, off);
 	if (f && f->kind == K_PAGEMAP && r > 0)
-		pagemap_patch1(buf, (uint64_t)off, r);
+		pagemap_patch1(f, buf, (uint64_t)off, r);
 	return r;
 }
 
@@ -1258,7 +1329,7 @@ PUBLIC ssize_t readv(int fd, const struct iovec *iov, int cnt)
 	r = real_readv()(fd, iov, cnt);
 	if (f && f->kind == K_PAGEMAP && r > 0 &&
 	    (at = pm_read_cur(fd, r)) >= 0)
-		pagemap_patch(iov, cnt, (uint64_t)at, (size_t)r);
+		pagemap_patch(f, iov, cnt, (uint64_t)at, (size_t)r);
 	return r;
 }
 
@@ -1284,7 +1355,7 @@ static ssize_t do_preadv(ssize_t (*rv)(int, const struct iovec *, int, off_t),
 		if (rv2 && off == -1)
 			at = pm_read_cur(fd, r);
 		if (at >= 0)
-			pagemap_patch(iov, cnt, (uint64_t)at, (size_t)r);
+			pagemap_patch(f, iov, cnt, (uint64_t)at, (size_t)r);
 	}
 	return r;
 }
@@ -1481,6 +1552,20 @@ PUBLIC int fcntl64(int fd, int cmd, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 	return do_fcntl(real_fcntl64(), fd, cmd, arg);
+}
+
+PUBLIC int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	/* before it takes effect: a fast read racing it must not trust 57 */
+	if (!in_lib && req == UFFDIO_REGISTER)
+		atomic_store(&foreign_uffd, true);
+	return real_ioctl()(fd, req, arg);
 }
 
 PUBLIC int close(int fd)

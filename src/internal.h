@@ -147,6 +147,23 @@ struct softdirty {
 	void *priv;		/* backend state */
 };
 
+/* pagemap's uffd-wp bit */
+#define SD_PM_UFFD_WP	(1ULL << 57)
+
+/*
+ * For the preload's pagemap reads: true when, for every page of [start,
+ * end), the tracker @sd (uffd, own process) would report exactly the pages
+ * whose pagemap entry is present or swapped without SD_PM_UFFD_WP, and
+ * never one with it.  That holds inside the baseline (no page created,
+ * grown or moved since the last reset), outside VMAs that refused
+ * registration, special mappings and the 2 MiB blocks armed huge, on a
+ * kernel whose mremap() clears the bit (probed).  Entries neither present
+ * nor swapped without the bit (holes, zapped PTEs) are not covered.  A
+ * userfaultfd of the program's own that write-protects memory breaks it:
+ * the caller must know there is none.
+ */
+bool sd_uffd_wp_exact(struct softdirty *sd, uint64_t start, uint64_t end);
+
 extern const struct sd_backend sd_backend_kernel;
 extern const struct sd_backend sd_backend_uffd;
 extern const struct sd_backend sd_backend_mprotect;

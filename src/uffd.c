@@ -56,9 +56,24 @@ struct uffd_priv {
 	struct sd_rset huge;
 	struct sd_rset pmds;	/* scratch: blocks mapped huge now */
 	struct sd_rset unreg;	/* scratch: unregistered ranges now */
+	/*
+	 * Special mappings ([vdso], ...) at the last reset of each address,
+	 * never reported: sd_uffd_wp_exact() must not take their pages for
+	 * written ones.  special_ok is false while the set may be incomplete.
+	 */
+	struct sd_rset special;
+	bool special_ok;
 	struct page_region vec[SCAN_VEC];
 	struct page_region cvec[64];	/* the census's own */
 };
+
+/*
+ * pagemap's uffd-wp bit (57) of a page in a registered VMA is exactly what
+ * PAGEMAP_SCAN's PAGE_IS_WRITTEN negates, and a moved page loses it
+ * (Linux 6.13+: mremap() clears it with the registration).  Set by
+ * uffd_probe() when both hold here.
+ */
+static bool wp_bit_exact;
 
 static int sys_userfaultfd(int flags)
 {
@@ -531,6 +546,63 @@ static int new_piece(void *ctx, uint64_t a, uint64_t b)
 	return err;
 }
 
+/* After a reset of [start, end): the special mappings there now. */
+static void special_update(struct softdirty *sd, struct uffd_priv *p,
+			   uint64_t start, uint64_t end)
+{
+	size_t i;
+	int err = sd_rset_remove(&p->special, start, end);
+
+	for (i = 0; !err && i < sd->maps.n; i++) {
+		const struct sd_vma *v = &sd->maps.v[i];
+
+		if (v->end > start && v->start < end && sd_vma_special(v))
+			err = sd_rset_add(&p->special, MAX(v->start, start),
+					  MIN(v->end, end));
+	}
+	/* a whole reset makes it complete again */
+	if (err)
+		p->special_ok = false;
+	else if (!start && end >= SD_ADDR_MAX)
+		p->special_ok = true;
+}
+
+static bool rset_meets(const struct sd_rset *s, uint64_t start, uint64_t end)
+{
+	size_t i = sd_rset_find(s, start);
+
+	return i < s->n && s->v[i].start < end;
+}
+
+bool sd_uffd_wp_exact(struct softdirty *sd, uint64_t start, uint64_t end)
+{
+	uint64_t hs = start & ~(HUGE_SZ - 1);
+	uint64_t he = ((end - 1) | (HUGE_SZ - 1)) + 1;
+	struct uffd_priv *p;
+	bool ok = false;
+	size_t i;
+
+	if (!sd || sd->be != &sd_backend_uffd || !sd->self || start >= end ||
+	    end > SD_ADDR_MAX || !wp_bit_exact)
+		return false;
+	pthread_mutex_lock(&sd->lock);
+	p = sd->priv;
+	if (sd->broken || !p || !p->special_ok)
+		goto out;
+	/* mapped at the last reset: not created, grown or moved since */
+	i = sd_rset_find(&sd->known, start);
+	if (i == sd->known.n || sd->known.v[i].start > start ||
+	    sd->known.v[i].end < end)
+		goto out;
+	/* untracked, never reported, or reported by the 2 MiB block */
+	ok = !rset_meets(&p->bad, start, end) &&
+	     !rset_meets(&p->special, start, end) &&
+	     !rset_meets(&p->huge, hs, he);
+out:
+	pthread_mutex_unlock(&sd->lock);
+	return ok;
+}
+
 static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 			struct sd_out *o, bool reset)
 {
@@ -573,6 +645,7 @@ static int uffd_collect(struct softdirty *sd, uint64_t start, uint64_t end,
 		return err;
 	done = o->full ? o->walk_end : end;
 	sd_known_update(sd, start, done);
+	special_update(sd, p, start, done);
 	return o->full ? -ENOSPC : 0;
 }
 
@@ -649,8 +722,46 @@ static void uffd_close(struct softdirty *sd)
 	sd_rset_free(&p->huge);
 	sd_rset_free(&p->pmds);
 	sd_rset_free(&p->unreg);
+	sd_rset_free(&p->special);
 	sd_kmem_free(p, sizeof(*p));
 	sd->priv = NULL;
+}
+
+static uint64_t pm_entry(int pm, uintptr_t addr)
+{
+	uint64_t e = 0;
+
+	if (pread(pm, &e, 8, (off_t)(addr / PAGE_SZ * 8)) != 8)
+		return 0;
+	return e;
+}
+
+/*
+ * For wp_bit_exact: a page of @m (written, registered) armed again reads
+ * bit 57, and moved by mremap() into a VMA without the registration reads
+ * it clear (before 6.13 the moved PTE kept it).
+ */
+static bool probe_wp_bit(int pm, char *m, size_t len)
+{
+	struct page_region vec[4];
+	struct pm_scan_arg a;
+	void *dst;
+	uint64_t e;
+
+	scan_args(&a, (uintptr_t)m, (uintptr_t)m + len, vec, 4, true);
+	if (sd_pm_scan(pm, &a) < 0 || !(pm_entry(pm, (uintptr_t)m) & SD_PM_UFFD_WP))
+		return false;
+	dst = mmap(NULL, PAGE_SZ, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (dst == MAP_FAILED)
+		return false;
+	if (mremap(m, PAGE_SZ, PAGE_SZ, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   dst) != dst) {
+		munmap(dst, PAGE_SZ);
+		return false;
+	}
+	e = pm_entry(pm, (uintptr_t)dst);
+	munmap(dst, PAGE_SZ);
+	return (e & SOFTDIRTY_PM_PRESENT) && !(e & SD_PM_UFFD_WP);
 }
 
 /*
@@ -739,6 +850,8 @@ static void uffd_probe(struct softdirty_probe_result *r)
 #endif
 	if (n == 1 && vec[0].start == (uintptr_t)m + 2 * PAGE_SZ)
 		r->caps |= SOFTDIRTY_CAP_REGROWN;
+	/* last: it moves the first page away */
+	wp_bit_exact = probe_wp_bit(pm, m, len);
 	snprintf(r->reason, sizeof(r->reason),
 		 "does not see writes made through another process's mapping of shared memory, nor DMA");
 out:
