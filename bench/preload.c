@@ -5,8 +5,8 @@
  *    kernel's own pagemap read of the same range (raw syscall, past the
  *    shim);
  *  - a clear ("4" to clear_refs through the shim) vs softdirty_reset() of
- *    the library, on the same workload and the same mappings (the shim
- *    loaded but idle in the library's run).
+ *    the library, after the same writes to the same workload (the shim
+ *    loaded but idle in the library's run), the two processes in turns.
  *
  * usage: bench-preload [MiB] (default 1024; SOFTDIRTY_PRELOAD: the .so,
  * else ../libsoftdirty-preload.so next to this program's directory)
@@ -54,6 +54,24 @@ static double median(double *v, int n)
 	return v[n / 2];
 }
 
+/*
+ * The shim's and the library's runs are two processes that take turns,
+ * one round each (the parent passes a byte on their stdin), so that the
+ * clears compared were timed moments apart, never while the other ran.
+ */
+static bool my_turn(void)
+{
+	char c;
+
+	return read(0, &c, 1) == 1;
+}
+
+static void turn_done(double clear_s)
+{
+	printf("T %.9f\n", clear_s);
+	fflush(stdout);
+}
+
 static char *workload(size_t len)
 {
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -85,6 +103,18 @@ static size_t loops(size_t pages)
 }
 
 /* Mean time of one pread of @pages entries at @off, @k times in a row. */
+/* The read sizes for a region of @n pages, into @sz; how many. */
+static size_t read_sizes(size_t n, size_t *sz)
+{
+	size_t j, ns = 0;
+
+	for (j = 0; j < NSIZES - 1; j++)
+		if (sizes[j] < n)
+			sz[ns++] = sizes[j];
+	sz[ns++] = n;
+	return ns;
+}
+
 static double time_read(int pm, uint64_t *buf, size_t pages, off_t off,
 			bool raw)
 {
@@ -175,18 +205,15 @@ static void call_costs(int pm, char *p)
 /* In the shim: clears and reads through the kernel interface. */
 static int run_shim(size_t len)
 {
-	double clr[ROUNDS], shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS], t;
-	size_t n = len / PG, sz[NSIZES], ns = 0;
+	double shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS], t;
+	size_t n = len / PG, sz[NSIZES], ns;
 	uint64_t *buf = malloc(n * 8);
 	char *p = workload(len);
 	int pm, cr, i;
 	off_t off = (off_t)((uintptr_t)p / PG * 8);
 	size_t j, k, set = 0;
 
-	for (j = 0; j < NSIZES - 1; j++)
-		if (sizes[j] < n)
-			sz[ns++] = sizes[j];
-	sz[ns++] = n;
+	ns = read_sizes(n, sz);
 	pm = open("/proc/self/pagemap", O_RDONLY);
 	cr = open("/proc/self/clear_refs", O_WRONLY);
 	if (!buf || pm < 0 || cr < 0) {
@@ -214,10 +241,8 @@ static int run_shim(size_t len)
 			if (!(i % 2))
 				kern[j][i] = time_read(pm, buf, sz[j], off, true);
 		}
-		t = now();
 		if (write(cr, "4", 1) != 1)
 			return 1;
-		clr[i] = now() - t;
 	}
 	printf("shim: %zu of %zu pages soft-dirty in the whole read\n", set, n);
 	for (j = 0; j < ns; j++) {
@@ -232,98 +257,148 @@ static int run_shim(size_t len)
 	       "(>= 0.5 required)\n",
 	       median(kern[ns - 1], ROUNDS) / median(shim[ns - 1], ROUNDS));
 	call_costs(pm, p);
-	printf("shim: clear via clear_refs %.3f ms\n", median(clr, ROUNDS) * 1e3);
-	printf("CLEAR_SHIM_MS %.6f\n", median(clr, ROUNDS) * 1e3);
+	/* the clears, in turns with the library's resets */
+	printf("R\n");
+	fflush(stdout);
+	for (i = 0; i < ROUNDS; i++) {
+		if (!my_turn())
+			return 1;
+		dirty_some(p, len, i);
+		t = now();
+		if (write(cr, "4", 1) != 1)
+			return 1;
+		turn_done(now() - t);
+	}
 	return 0;
 }
 
-/* Without the shim: the library's own reset on the same workload. */
+/*
+ * The library's own reset on the same workload, in a process with the shim
+ * loaded but idle (it never cleared, so it tracks nothing): the same
+ * mappings to walk.
+ */
 static int run_lib(size_t len)
 {
 	struct softdirty_opts o = { .sz = sizeof(o), .backend = "uffd" };
-	struct softdirty_range vec[256];
 	struct softdirty *sd;
-	double rst[ROUNDS], t;
-	size_t n = len / PG;
-	uint64_t *buf = malloc(n * 8), we;
 	char *p = workload(len);
-	int i, err, pm = open("/proc/self/pagemap", O_RDONLY);
+	double t;
+	int i, err;
 
 	err = softdirty_open(&sd, 0, &o);
+	if (!err)
+		err = softdirty_reset(sd);
 	if (err) {
-		fprintf(stderr, "softdirty_open: %s\n", strerror(-err));
+		fprintf(stderr, "softdirty: %s\n", strerror(-err));
 		return 1;
 	}
-	if (!buf || pm < 0)
-		return 1;
 	for (i = 0; i < ROUNDS; i++) {
+		if (!my_turn())
+			return 1;
 		dirty_some(p, len, i);
-		/* what the shim does for a pagemap read, so caches match */
-		if (syscall(SYS_pread64, (long)pm, buf, (long)(n * 8),
-			    (long)((uintptr_t)p / PG * 8)) < 0)
-			return 1;
-		for (we = (uintptr_t)p; we < (uintptr_t)p + len;)
-			if (softdirty_collect(sd, we, (uintptr_t)p + len, vec,
-					      256, 0, &we) < 0)
-				return 1;
-		/* and the shim run's baseline read */
-		if (syscall(SYS_pread64, (long)pm, buf, (long)(n * 8),
-			    (long)((uintptr_t)p / PG * 8)) < 0)
-			return 1;
 		t = now();
 		if (softdirty_reset(sd))
 			return 1;
-		rst[i] = now() - t;
+		turn_done(now() - t);
 	}
-	printf("lib:  softdirty_reset %.3f ms\n", median(rst, ROUNDS) * 1e3);
-	printf("RESET_LIB_MS %.6f\n", median(rst, ROUNDS) * 1e3);
 	softdirty_close(sd);
 	return 0;
 }
 
-/* Run ourselves in @mode, the shim preloaded or not; the value printed. */
-static double child(const char *self, const char *mode, const char *mib,
-		    const char *so, const char *key)
-{
-	char line[256];
-	double v = -1;
-	int fds[2], status;
-	FILE *f;
+struct run {
 	pid_t pid;
+	int to;		/* its stdin: the turns */
+	FILE *from;	/* its stdout */
+	double t[ROUNDS];
+};
 
-	if (pipe(fds))
+/* Start ourselves in @mode with the shim preloaded; 0 or -1. */
+static int run_start(struct run *r, const char *self, const char *mode,
+		     const char *mib, const char *so)
+{
+	int in[2], out[2];
+
+	if (pipe(in))
 		return -1;
-	pid = fork();
-	if (!pid) {
-		dup2(fds[1], 1);
-		close(fds[0]);
-		if (so)
-			setenv("LD_PRELOAD", so, 1);
-		else
-			unsetenv("LD_PRELOAD");
+	if (pipe(out)) {
+		close(in[0]);
+		close(in[1]);
+		return -1;
+	}
+	r->pid = fork();
+	if (r->pid < 0)
+		return -1;
+	if (!r->pid) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[1]);
+		close(out[0]);
+		setenv("LD_PRELOAD", so, 1);
 		execl(self, self, mode, mib, (char *)NULL);
 		_exit(127);
 	}
-	close(fds[1]);
-	f = fdopen(fds[0], "r");
-	while (f && fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, key, strlen(key)))
-			v = atof(line + strlen(key));
-		else
-			fputs(line, stdout);
+	close(in[0]);
+	close(out[1]);
+	r->to = in[1];
+	r->from = fdopen(out[0], "r");
+	return r->from ? 0 : -1;
+}
+
+/* Its output up to "R": the reads are done, the clears can start. */
+static int run_ready(struct run *r)
+{
+	char line[256];
+
+	while (fgets(line, sizeof(line), r->from)) {
+		if (!strcmp(line, "R\n"))
+			return 0;
+		fputs(line, stdout);
 	}
-	if (f)
-		fclose(f);
-	waitpid(pid, &status, 0);
-	return WIFEXITED(status) && !WEXITSTATUS(status) ? v : -1;
+	return -1;
+}
+
+/* One round of @r: its clear time in r->t[i]; 0 or -1. */
+static int run_round(struct run *r, int i)
+{
+	char line[256];
+
+	if (write(r->to, "g", 1) != 1)
+		return -1;
+	while (fgets(line, sizeof(line), r->from)) {
+		if (!strncmp(line, "T ", 2)) {
+			r->t[i] = atof(line + 2);
+			return 0;
+		}
+		fputs(line, stdout);
+	}
+	return -1;
+}
+
+/* Its remaining output, then its status; 0 if it succeeded. */
+static int run_finish(struct run *r)
+{
+	char line[256];
+	int status;
+
+	close(r->to);
+	while (r->from && fgets(line, sizeof(line), r->from))
+		fputs(line, stdout);
+	if (r->from)
+		fclose(r->from);
+	if (waitpid(r->pid, &status, 0) != r->pid)
+		return -1;
+	return WIFEXITED(status) && !WEXITSTATUS(status) ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
 	char self[PATH_MAX], so[PATH_MAX];
 	const char *mib = "1024", *env = getenv("SOFTDIRTY_PRELOAD");
-	double clr, rst;
+	struct run shim = { .pid = -1 }, lib = { .pid = -1 };
+	double clr, rst, pair[ROUNDS];
+	bool bad = false;
 	ssize_t n;
+	int i;
 
 	if (argc > 2 && !strcmp(argv[1], "--shim"))
 		return run_shim(strtoul(argv[2], NULL, 10) << 20);
@@ -345,17 +420,34 @@ int main(int argc, char **argv)
 			 self);
 		*slash = '/';
 	}
-	clr = child(self, "--shim", mib, so, "CLEAR_SHIM_MS ");
 	/*
-	 * The library in a process with the shim loaded but idle (it never
-	 * cleared, so it tracks nothing): the same mappings to walk.
+	 * The reads first (the shim alone); then the clears and the
+	 * library's resets after the same writes, in turns, each first in
+	 * every other round.
 	 */
-	rst = child(self, "--lib", mib, so, "RESET_LIB_MS ");
-	if (clr < 0 || rst < 0) {
+	if (run_start(&shim, self, "--shim", mib, so) || run_ready(&shim) ||
+	    run_start(&lib, self, "--lib", mib, so))
+		bad = true;
+	for (i = 0; !bad && i < ROUNDS; i++) {
+		struct run *first = i % 2 ? &lib : &shim;
+		struct run *second = i % 2 ? &shim : &lib;
+
+		bad = run_round(first, i) || run_round(second, i);
+	}
+	bad |= run_finish(&shim) != 0;
+	bad |= run_finish(&lib) != 0;
+	if (bad) {
 		fprintf(stderr, "bench-preload: a run failed\n");
 		return 1;
 	}
-	printf("clear ratio shim/library reset = %.2f (<= 1 + noise required)\n",
-	       clr / rst);
+	for (i = 0; i < ROUNDS; i++)
+		pair[i] = shim.t[i] / lib.t[i];
+	clr = median(shim.t, ROUNDS);
+	rst = median(lib.t, ROUNDS);
+	printf("shim: clear via clear_refs %.3f ms\n", clr * 1e3);
+	printf("lib:  softdirty_reset %.3f ms\n", rst * 1e3);
+	printf("clear ratio shim/library reset = %.2f (<= 1 + noise required); "
+	       "median of the %d rounds' own ratios %.2f\n",
+	       clr / rst, ROUNDS, median(pair, ROUNDS));
 	return 0;
 }
