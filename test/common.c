@@ -124,14 +124,20 @@ double td_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-void td_preload_so(char *exe, size_t exelen, char *so, size_t solen)
+void td_self_exe(char *exe, size_t len)
 {
-	const char *env = getenv("SOFTDIRTY_PRELOAD");
-	ssize_t n = readlink("/proc/self/exe", exe, exelen - 1);
+	ssize_t n = readlink("/proc/self/exe", exe, len - 1);
 
 	if (n <= 0)
 		tap_bail("readlink /proc/self/exe: %s", strerror(errno));
 	exe[n] = 0;
+}
+
+void td_preload_so(char *exe, size_t exelen, char *so, size_t solen)
+{
+	const char *env = getenv("SOFTDIRTY_PRELOAD");
+
+	td_self_exe(exe, exelen);
 	if (env && *env) {
 		snprintf(so, solen, "%.3000s", env);
 	} else {

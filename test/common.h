@@ -60,6 +60,8 @@ uint64_t td_rng_below(struct td_rng *r, uint64_t n);
  * program's directory.  Bails out when the shim cannot be read.
  */
 void td_preload_so(char *exe, size_t exelen, char *so, size_t solen);
+/* This program's path (/proc/self/exe); bails out when unreadable. */
+void td_self_exe(char *exe, size_t len);
 
 /* ---------- child processes ---------- */
 

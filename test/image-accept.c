@@ -441,7 +441,6 @@ static void chain(const struct td_backend *be, void *ctx)
 
 int main(int argc, char **argv)
 {
-	ssize_t l;
 	char cmdline[200];
 
 	if (argc == 4 && !strcmp(argv[1], "--workload")) {
@@ -449,10 +448,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	tap_init(argv[0]);
-	l = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
-	if (l <= 0)
-		tap_bail("readlink /proc/self/exe");
-	self_exe[l] = 0;
+	td_self_exe(self_exe, sizeof(self_exe));
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sd-image-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		tap_bail("mkdtemp");

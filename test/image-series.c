@@ -347,17 +347,13 @@ static void series(const struct td_backend *be, void *ctx)
 int main(int argc, char **argv)
 {
 	char cmdline[200];
-	ssize_t l;
 
 	if (argc == 4 && !strcmp(argv[1], "--workload")) {
 		workload(atoi(argv[2]), atoi(argv[3]));
 		return 0;
 	}
 	tap_init(argv[0]);
-	l = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
-	if (l <= 0)
-		tap_bail("readlink /proc/self/exe");
-	self_exe[l] = 0;
+	td_self_exe(self_exe, sizeof(self_exe));
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sd-series-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		tap_bail("mkdtemp");

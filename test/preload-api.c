@@ -715,7 +715,6 @@ static int reexec(char **argv)
 int main(int argc, char **argv)
 {
 	char exe[PATH_MAX];
-	ssize_t n;
 	int pm;
 
 	if (argc > 1 && !strcmp(argv[1], "--exec-check"))
@@ -737,8 +736,7 @@ int main(int argc, char **argv)
 #endif
 	if (!getenv(CHILD_ENV))
 		return reexec(argv);
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	exe[n > 0 ? n : 0] = 0;
+	td_self_exe(exe, sizeof(exe));
 
 	tap_ok(shim_loaded(), "libsoftdirty-preload.so is loaded");
 	pm = open("/proc/self/pagemap", O_RDONLY);

@@ -328,23 +328,8 @@ static void run(void)
 static int reexec(char **argv)
 {
 	char so[PATH_MAX], exe[PATH_MAX];
-	const char *env = getenv("SOFTDIRTY_PRELOAD");
-	ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
-	if (len <= 0)
-		tap_bail("readlink /proc/self/exe: %s", strerror(errno));
-	exe[len] = 0;
-	if (env && *env) {
-		snprintf(so, sizeof(so), "%.3000s", env);
-	} else {
-		char dir[PATH_MAX];
-
-		snprintf(dir, sizeof(dir), "%s", exe);
-		*strrchr(dir, '/') = 0;
-		snprintf(so, sizeof(so), "%.3000s/../libsoftdirty-preload.so", dir);
-	}
-	if (access(so, R_OK))
-		tap_bail("%s: %s (set SOFTDIRTY_PRELOAD)", so, strerror(errno));
+	td_preload_so(exe, sizeof(exe), so, sizeof(so));
 	setenv("LD_PRELOAD", so, 1);
 	setenv(CHILD_ENV, "1", 1);
 	execv(exe, argv);

@@ -616,7 +616,6 @@ static void unprivileged(void)
 int main(int argc, char **argv)
 {
 	struct td_rng rng;
-	ssize_t l;
 	int err;
 	struct softdirty *sd = NULL;
 
@@ -625,10 +624,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	tap_init(argv[0]);
-	l = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
-	if (l <= 0)
-		tap_bail("readlink /proc/self/exe");
-	self_exe[l] = 0;
+	td_self_exe(self_exe, sizeof(self_exe));
 	td_rng_seed(&rng, td_seed());
 
 	err = softdirty_open(&sd, 999999999, NULL);

@@ -716,14 +716,10 @@ int main(int argc, char **argv)
 {
 	const char *env = getenv("SOFTDIRTY_TOOL");
 	char self[PATH_MAX];
-	ssize_t n;
 
 	tap_init(argv[0]);
 	signal(SIGPIPE, SIG_IGN);
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n < 0)
-		tap_bail("readlink /proc/self/exe: %s", strerror(errno));
-	self[n] = 0;
+	td_self_exe(self, sizeof(self));
 	if (env && *env)
 		snprintf(tool, sizeof(tool), "%s", env);
 	else
