@@ -270,6 +270,16 @@ int td_for_each_backend(const char *what,
 	return ran;
 }
 
+bool td_backend_works(int which)
+{
+	struct td_backend *be;
+
+	td_backends(&be);
+	if (be[which].status)
+		tap_skip(be[which].reason, "%s backend", be[which].name);
+	return !be[which].status;
+}
+
 struct softdirty *td_open(const char *name)
 {
 	struct softdirty_opts o;

@@ -114,6 +114,8 @@ size_t td_backends(struct td_backend **out);
 int td_for_each_backend(const char *what,
 			void (*fn)(const struct td_backend *be, void *ctx),
 			void *ctx);
+/* Backend @which works here; else a skip naming why, and false. */
+bool td_backend_works(int which);
 /* softdirty_open(out, 0, {.backend = name}); bails out when it fails */
 struct softdirty *td_open(const char *name);
 bool td_exact(const struct td_backend *be);

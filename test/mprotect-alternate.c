@@ -116,7 +116,6 @@ static void round_(struct softdirty *sd, char *base, size_t npages, int parity,
 
 int main(int argc, char **argv)
 {
-	struct td_backend *be;
 	size_t npages = (size_t)(1 << 30) / PG, i;
 	struct softdirty_range *vec;
 	struct softdirty *sd;
@@ -127,12 +126,8 @@ int main(int argc, char **argv)
 
 	tap_init(argv[0]);
 	(void)argc;
-	td_backends(&be);
-	if (be[SOFTDIRTY_BACKEND_MPROTECT].status) {
-		tap_skip(be[SOFTDIRTY_BACKEND_MPROTECT].reason,
-			 "mprotect backend");
+	if (!td_backend_works(SOFTDIRTY_BACKEND_MPROTECT))
 		return tap_done();
-	}
 	if (td_quick())
 		npages /= 8;
 	max_map = read_long("/proc/sys/vm/max_map_count");

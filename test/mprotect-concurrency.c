@@ -77,7 +77,6 @@ int main(int argc, char **argv)
 {
 	struct writer w[NWRITERS];
 	struct softdirty_range *vec;
-	struct td_backend *be;
 	struct softdirty *sd;
 	size_t total = 0, strict = 0, miss = 0, smiss = 0, pages_rep = 0;
 	unsigned int k = 0, i;
@@ -87,12 +86,8 @@ int main(int argc, char **argv)
 
 	tap_init(argv[0]);
 	(void)argc;
-	td_backends(&be);
-	if (be[SOFTDIRTY_BACKEND_MPROTECT].status) {
-		tap_skip(be[SOFTDIRTY_BACKEND_MPROTECT].reason,
-			 "mprotect backend");
+	if (!td_backend_works(SOFTDIRTY_BACKEND_MPROTECT))
 		return tap_done();
-	}
 	tap_diag("seed %" PRIu64, seed);
 
 	region = mmap(NULL, REGION, PROT_READ | PROT_WRITE,

@@ -107,18 +107,13 @@ static int child_dfl_ro(void)
 int main(int argc, char **argv)
 {
 	struct sigaction sa;
-	struct td_backend *be;
 	int status;
 	pid_t pid;
 
 	tap_init(argv[0]);
 	(void)argc;
-	td_backends(&be);
-	if (be[SOFTDIRTY_BACKEND_MPROTECT].status) {
-		tap_skip(be[SOFTDIRTY_BACKEND_MPROTECT].reason,
-			 "mprotect backend");
+	if (!td_backend_works(SOFTDIRTY_BACKEND_MPROTECT))
 		return tap_done();
-	}
 	run(false);
 
 	memset(&sa, 0, sizeof(sa));
