@@ -1108,49 +1108,161 @@ static int inject_call(struct sd_inject *in, long nr, long a0, long a1,
 	return sd_inject_syscall(in, nr, args, ret);
 }
 
-int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
+/*
+ * userfaultfd() in the target, copied out through @pidfd, closed there.
+ * *fd gets the local copy as soon as it exists.  0 or -errno.
+ */
+static int uffd_steal(struct sd_inject *in, int pidfd, int flags, int *fd)
 {
-	struct sd_inject *in = held;
-	int pidfd, fd = -1, err;
 	long tfd = -1, r;
+	int err;
 
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0)
-		return -errno;
-	err = in ? 0 : sd_inject_attach(&in, pid);
-	if (err)
-		goto out;
 	err = inject_call(in, SYS_userfaultfd, flags, 0, &tfd);
 	if (err)
-		goto out;
+		return err;
 	/* without CAP_SYS_PTRACE only user-mode-only uffds are allowed */
 	if (tfd == -EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
 		err = inject_call(in, SYS_userfaultfd,
 				  flags | UFFD_USER_MODE_ONLY, 0, &tfd);
 		if (err)
-			goto out;
+			return err;
 	}
-	if (tfd < 0) {
-		err = (int)tfd;
-		goto out;
-	}
+	if (tfd < 0)
+		return (int)tfd;
 	/* the copy is always close-on-exec */
-	fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
-	if (fd < 0)
+	*fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
+	if (*fd < 0)
 		err = -errno;
 	/* the target must not keep its copy, whatever happened */
-	if (inject_call(in, SYS_close, tfd, 0, &r) == 0 && r == 0)
-		tfd = -1;
-	else if (!err)
+	if ((inject_call(in, SYS_close, tfd, 0, &r) || r) && !err)
+		err = -EIO;
+	return err;
+}
+
+/*
+ * The guardian: a task sharing the caller's memory and descriptor table
+ * but in a thread group (and process group) of its own, so a SIGKILL of
+ * the caller's process (or group) does not reach it: it always finishes
+ * the sequence and detaches, leaving the target's registers restored and
+ * no userfaultfd inside it.  The descriptor it copied out lands in the
+ * shared table and goes away with the last of its users.  It is the
+ * tracer: ptrace requests must come from it, so it does it all.
+ */
+struct guard_job {
+	pid_t pid;
+	int pidfd, flags;
+	int attach_err;		/* out: what the attach returned */
+	int err;		/* out: 0 or -errno */
+	int fd;			/* out: the local copy, or -1 */
+};
+
+#define GUARD_STACK	(256u << 10)
+
+static int guard_main(void *arg)
+{
+	struct guard_job *j = arg;
+	struct sd_inject *in;
+
+	/* not killed with the caller's process group either */
+	(void)setpgid(0, 0);
+	j->attach_err = sd_inject_attach(&in, j->pid);
+	j->err = j->attach_err ? j->attach_err
+			       : uffd_steal(in, j->pidfd, j->flags, &j->fd);
+	sd_inject_detach(in);
+	return 0;
+}
+
+/*
+ * Run @j in a guardian; the calling thread waits (CLONE_VFORK) and reaps
+ * it.  No exit signal: the application's SIGCHLD handling and its
+ * wait(-1) never see it (only __WALL/__WCLONE waits do).  All signals are
+ * blocked in it (inherited mask), so no handler of the application runs
+ * in it.  0 or -errno of the guardian itself.
+ */
+static int run_guardian(struct guard_job *j)
+{
+	sigset_t all, old;
+	char *stack;
+	int st, err = 0;
+	pid_t g;
+
+	stack = mmap(NULL, GUARD_STACK, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return -ENOMEM;
+	/* a guard page: an overflow faults instead of writing below */
+	if (mprotect(stack, PAGE_SZ, PROT_NONE)) {
+		err = -errno;
+		goto out;
+	}
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	g = clone(guard_main, stack + GUARD_STACK,
+		  CLONE_VM | CLONE_FILES | CLONE_VFORK, j);
+	if (g < 0)
+		err = -errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (g < 0)
+		goto out;
+	/* it has left our memory; wait until it is gone entirely */
+	while (waitpid(g, &st, __WALL) < 0) {
+		if (errno != EINTR) {
+			/* reaped by the application's own __WALL wait */
+			st = 0;
+			break;
+		}
+	}
+	/* killed on its own (by PID, or the OOM killer) */
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
 		err = -EIO;
 out:
-	if (!held)
-		sd_inject_detach(in);
-	close(pidfd);
+	munmap(stack, GUARD_STACK);
+	return err;
+}
+
+int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
+{
+	struct guard_job j = { .pid = pid, .flags = flags, .fd = -1 };
+	struct sd_inject *in = NULL;
+	int err;
+
+	if (pid <= 0)
+		return -EINVAL;
+	/* the guardian could seize us, waiting for it: never */
+	if (pid == getpid())
+		return -EPERM;
+	j.pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (j.pidfd < 0)
+		return -errno;
+	if (held) {
+		/* ptrace requests must come from the caller, the tracer */
+		err = uffd_steal(held, j.pidfd, flags, &j.fd);
+		goto out;
+	}
+	j.err = -EIO;
+	err = run_guardian(&j);
+	if (!err)
+		err = j.err;
+	/*
+	 * YAMA's ptrace_scope 1 lets a process trace its descendants only:
+	 * the guardian is not an ancestor of the caller's children.  Only
+	 * then, without the guardian's protection, do it here.
+	 */
+	if (!err || j.attach_err != -EPERM)
+		goto out;
+	if (j.fd >= 0)
+		close(j.fd);
+	j.fd = -1;
+	err = sd_inject_attach(&in, pid);
+	if (!err)
+		err = uffd_steal(in, j.pidfd, flags, &j.fd);
+	sd_inject_detach(in);
+out:
+	close(j.pidfd);
 	if (err) {
-		if (fd >= 0)
-			close(fd);
+		if (j.fd >= 0)
+			close(j.fd);
 		return err;
 	}
-	return fd;
+	return j.fd;
 }

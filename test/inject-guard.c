@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sd_inject_userfaultfd() with its tracker SIGKILLed at any moment: a
+ * tracker loops over the whole sequence (attach, userfaultfd inside the
+ * target, pidfd_getfd, close inside the target, detach) and is killed
+ * after a random delay, KILLS times, the delays spread over several
+ * sequences; every other time its whole process group is killed.  Every time the target must be alive, untraced, answering
+ * (its read() restarted, no EINTR seen), with no userfaultfd in
+ * /proc/PID/fd.
+ *
+ * The tracker runs under a subreaper child, which reaps it and every
+ * process orphaned by its death before exiting: once it is reaped, nothing
+ * started by the tracker can still act on the target.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "inject.h"
+
+#define KILLS		100
+#define MIN(a, b)	((a) < (b) ? (a) : (b))
+/* delays: uniform in [0, MAX_DELAY_US), a few sequences long */
+#define MAX_DELAY_US	3000
+
+/* answer every byte with the same byte; an EINTR is reported as 'E' */
+static void echo_loop(int in, int out)
+{
+	char c;
+
+	for (;;) {
+		ssize_t n = read(in, &c, 1);
+
+		if (n < 0 && errno == EINTR)
+			c = 'E';
+		else if (n != 1)
+			_exit(0);
+		if (write(out, &c, 1) != 1)
+			_exit(2);
+	}
+}
+
+static int uffd_fds(pid_t pid)
+{
+	char link[64], path[128];
+	int fd, n = 0;
+
+	for (fd = 0; fd < 256; fd++) {
+		ssize_t r;
+
+		snprintf(link, sizeof(link), "/proc/%d/fd/%d", (int)pid, fd);
+		r = readlink(link, path, sizeof(path) - 1);
+		if (r > 0) {
+			path[r] = 0;
+			n += !strcmp(path, "anon_inode:[userfaultfd]");
+		}
+	}
+	return n;
+}
+
+/* The tracker: report its pid after one whole sequence, then loop. */
+static void tracker(pid_t target, int out)
+{
+	pid_t self = getpid();
+	bool told = false;
+
+	/* a group of its own, killed as a whole in odd rounds */
+	if (setpgid(0, 0))
+		_exit(2);
+	for (;;) {
+		int fd = sd_inject_userfaultfd(target, NULL,
+					       O_CLOEXEC | O_NONBLOCK);
+
+		if (fd < 0)
+			_exit(2);
+		close(fd);
+		if (!told) {
+			if (write(out, &self, sizeof(self)) != sizeof(self))
+				_exit(2);
+			told = true;
+		}
+	}
+}
+
+/*
+ * One round: a subreaper child forks the tracker; the tracker is killed
+ * @delay_us after its first sequence, alone or (@group) with its whole
+ * process group.  False when it never got there.
+ * *orphans counts the processes it left behind (guardians that outlived
+ * it).
+ */
+static bool kill_round(pid_t target, int delay_us, bool group,
+		       int *orphans)
+{
+	pid_t reaper, tpid = 0;
+	int p[2], st;
+
+	if (pipe(p))
+		tap_bail("pipe: %s", strerror(errno));
+	reaper = fork();
+	if (reaper < 0)
+		tap_bail("fork: %s", strerror(errno));
+	if (reaper == 0) {
+		int left = 0;
+		pid_t t;
+
+		close(p[0]);
+		if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+			_exit(2);
+		t = fork();
+		if (t < 0)
+			_exit(2);
+		if (t == 0)
+			tracker(target, p[1]);
+		close(p[1]);
+		/* the tracker, then whatever its death orphaned */
+		while ((t = waitpid(-1, &st, __WALL)) > 0 || errno == EINTR)
+			left += t > 0;
+		_exit(MIN(left - 1, 100));
+	}
+	close(p[1]);
+	if (read(p[0], &tpid, sizeof(tpid)) != sizeof(tpid))
+		tpid = 0;
+	close(p[0]);
+	if (tpid > 0) {
+		usleep((useconds_t)delay_us);
+		kill(group ? -tpid : tpid, SIGKILL);
+	}
+	if (waitpid(reaper, &st, 0) != reaper || !WIFEXITED(st))
+		tap_bail("waitpid: %s", strerror(errno));
+	*orphans += WEXITSTATUS(st);
+	return tpid > 0;
+}
+
+static void test_kills(void)
+{
+	struct td_rng rng;
+	struct td_child t;
+	uint64_t seed = td_seed();
+	int i, started = 0, dead = 0, traced = 0, mute = 0, stray = 0;
+	int orphans = 0;
+
+	td_rng_seed(&rng, seed);
+	tap_diag("seed %llu", (unsigned long long)seed);
+	if (td_child_spawn(&t, echo_loop))
+		tap_bail("fork: %s", strerror(errno));
+	for (i = 0; i < KILLS; i++) {
+		bool bad = false;
+		int st;
+
+		if (!td_blocked_in_read(t.pid))
+			tap_bail("the target does not block in read()");
+		started += kill_round(t.pid, (int)td_rng_below(&rng,
+							       MAX_DELAY_US),
+				      i & 1, &orphans);
+		if (waitpid(t.pid, &st, WNOHANG) == t.pid) {
+			dead++;
+			t.pid = 0;
+			bad = true;
+		} else {
+			if (td_tracer_pid(t.pid) != 0) {
+				traced++;
+				bad = true;
+			}
+			if (uffd_fds(t.pid)) {
+				stray++;
+				bad = true;
+			}
+			if (!td_child_responds(&t)) {
+				mute++;
+				bad = true;
+			}
+		}
+		if (bad) {
+			/* a fresh target for the next round */
+			td_child_reap(&t, NULL);
+			if (td_child_spawn(&t, echo_loop))
+				tap_bail("fork: %s", strerror(errno));
+		}
+	}
+	td_child_reap(&t, NULL);
+	tap_diag("%d of %d kills fell inside a sequence that a process left "
+		 "behind then finished", orphans, KILLS);
+	tap_ok(started == KILLS, "%d of %d trackers ran a whole sequence "
+	       "before the kill", started, KILLS);
+	tap_ok(dead == 0, "%d of %d kills left the target dead", dead, KILLS);
+	tap_ok(traced == 0, "%d of %d kills left the target traced", traced,
+	       KILLS);
+	tap_ok(stray == 0, "%d of %d kills left a userfaultfd in the target",
+	       stray, KILLS);
+	tap_ok(mute == 0, "%d of %d kills left the target not answering or "
+	       "seeing EINTR", mute, KILLS);
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	tap_init(argv[0]);
+#ifndef __x86_64__
+	printf("1..0 # SKIP sd_inject supports x86-64 only\n");
+	return 77;
+#endif
+	signal(SIGPIPE, SIG_IGN);
+	/* a hung round must not hang the suite */
+	alarm(120);
+	test_kills();
+	return tap_done();
+}
