@@ -8,6 +8,9 @@
  * (its read() restarted, no EINTR seen), with no userfaultfd in
  * /proc/PID/fd.
  *
+ * Also: the guardian that does this stays invisible to the application
+ * (no SIGCHLD, nothing to wait for), and what it costs (printed).
+ *
  * The tracker runs under a subreaper child, which reaps it and every
  * process orphaned by its death before exiting: once it is reaped, nothing
  * started by the tracker can still act on the target.
@@ -199,6 +202,108 @@ static void test_kills(void)
 	       "seeing EINTR", mute, KILLS);
 }
 
+static volatile sig_atomic_t sigchld_seen;
+
+static void on_sigchld(int sig)
+{
+	(void)sig;
+	sigchld_seen++;
+}
+
+/*
+ * The guardian is invisible to the application: no SIGCHLD (not even for
+ * the target's ptrace stops, which go to the guardian), nothing for
+ * wait(-1) or waitpid(-1, __WALL) to reap afterwards, and it works with
+ * SIGCHLD ignored (auto-reaped children).
+ */
+static void test_invisible(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigchld };
+	struct td_child t;
+	int fd, st;
+	pid_t w;
+
+	if (td_child_spawn(&t, echo_loop))
+		tap_bail("fork: %s", strerror(errno));
+	if (!td_blocked_in_read(t.pid))
+		tap_bail("the target does not block in read()");
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGCHLD, &sa, NULL))
+		tap_bail("sigaction: %s", strerror(errno));
+	fd = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC | O_NONBLOCK);
+	tap_ok(fd >= 0, "a userfaultfd from the target (%s)",
+	       strerror(fd < 0 ? -fd : 0));
+	tap_ok(sigchld_seen == 0, "no SIGCHLD reached the caller (%d)",
+	       (int)sigchld_seen);
+	w = waitpid(-1, &st, WNOHANG | __WALL);
+	tap_ok(w == 0, "nothing left for waitpid(-1, __WALL) (%d)", (int)w);
+	if (fd >= 0)
+		close(fd);
+
+	signal(SIGCHLD, SIG_IGN);
+	fd = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC | O_NONBLOCK);
+	tap_ok(fd >= 0, "with SIGCHLD ignored too (%s)",
+	       strerror(fd < 0 ? -fd : 0));
+	if (fd >= 0)
+		close(fd);
+	signal(SIGCHLD, SIG_DFL);
+	tap_ok(uffd_fds(t.pid) == 0 && td_tracer_pid(t.pid) == 0 &&
+	       td_child_responds(&t), "the target is untraced, has no "
+	       "userfaultfd and answers");
+	td_child_reap(&t, NULL);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+#define COST_REPS	40
+
+/* What the guardian costs: the same sequence with it and in this thread. */
+static void test_cost(void)
+{
+	double g[COST_REPS], h[COST_REPS];
+	struct td_child t;
+	int i, bad = 0;
+
+	if (td_child_spawn(&t, echo_loop))
+		tap_bail("fork: %s", strerror(errno));
+	if (!td_blocked_in_read(t.pid))
+		tap_bail("the target does not block in read()");
+	for (i = 0; i < COST_REPS; i++) {
+		struct sd_inject *in;
+		double t0 = td_now();
+		int fd = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC);
+
+		g[i] = td_now() - t0;
+		bad += fd < 0;
+		if (fd >= 0)
+			close(fd);
+		t0 = td_now();
+		fd = sd_inject_attach(&in, t.pid);
+		if (!fd) {
+			fd = sd_inject_userfaultfd(t.pid, in, O_CLOEXEC);
+			sd_inject_detach(in);
+		}
+		h[i] = td_now() - t0;
+		bad += fd < 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	qsort(g, COST_REPS, sizeof(g[0]), cmp_double);
+	qsort(h, COST_REPS, sizeof(h[0]), cmp_double);
+	tap_ok(bad == 0, "%d sequences, each way, all succeeded (%d failed)",
+	       COST_REPS, bad);
+	tap_diag("attach + userfaultfd + pidfd_getfd + close + detach, median "
+		 "of %d: %.1f us in a guardian, %.1f us in the caller's thread "
+		 "(ratio %.2f)", COST_REPS, g[COST_REPS / 2] * 1e6,
+		 h[COST_REPS / 2] * 1e6, g[COST_REPS / 2] / h[COST_REPS / 2]);
+	td_child_reap(&t, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -210,6 +315,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* a hung round must not hang the suite */
 	alarm(120);
+	test_invisible();
 	test_kills();
+	test_cost();
 	return tap_done();
 }
