@@ -8,7 +8,9 @@
  * (its read() restarted, no EINTR seen), with no userfaultfd in
  * /proc/PID/fd.
  *
- * Also: the guardian that does this stays invisible to the application
+ * Also: an unprivileged caller on its own child (under YAMA ptrace_scope 1
+ * the guardian may not attach: the caller's thread does it), the guardian
+ * stays invisible to the application
  * (no SIGCHLD, nothing to wait for), and what it costs (printed).
  *
  * The tracker runs under a subreaper child, which reaps it and every
@@ -17,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +256,77 @@ static void test_invisible(void)
 	td_child_reap(&t, NULL);
 }
 
+static int yama_scope(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "re");
+	int v = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/*
+ * As uid 65534, on its own child: the guardian attaches (no YAMA), or
+ * YAMA's ptrace_scope 1 refuses it (not the target's ancestor) and the
+ * caller's thread does it: either way a userfaultfd, none left behind.
+ */
+static void test_unprivileged(void)
+{
+	int p[2], res[2] = { -EIO, -EIO };
+	pid_t pid;
+
+	if (getuid() != 0) {
+		tap_skip("not root", "uid 65534 on its own child");
+		return;
+	}
+	if (pipe(p))
+		tap_bail("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		tap_bail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct td_child t;
+
+		close(p[0]);
+		/* a uid change clears "dumpable"; ordinary processes have it */
+		if (setgroups(0, NULL) || setgid(65534) || setuid(65534) ||
+		    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
+			res[0] = -errno;
+		else if (td_child_spawn(&t, echo_loop))
+			res[0] = -errno;
+		else {
+			if (!td_blocked_in_read(t.pid))
+				_exit(2);
+			res[0] = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC);
+			res[1] = uffd_fds(t.pid) == 0 &&
+				 td_tracer_pid(t.pid) == 0 &&
+				 td_child_responds(&t) ? 0 : -EIO;
+			td_child_reap(&t, NULL);
+		}
+		if (write(p[1], res, sizeof(res)) != sizeof(res))
+			_exit(2);
+		_exit(0);
+	}
+	close(p[1]);
+	if (read(p[0], res, sizeof(res)) != sizeof(res))
+		res[0] = res[1] = -EIO;
+	close(p[0]);
+	waitpid(pid, NULL, 0);
+	if (res[0] == -EPERM && yama_scope() >= 2) {
+		tap_skip("YAMA ptrace_scope >= 2", "uid 65534 on its own child");
+		return;
+	}
+	tap_ok(res[0] >= 0, "uid 65534 gets a userfaultfd of its own child, "
+	       "YAMA ptrace_scope %d (%s)", yama_scope(),
+	       strerror(res[0] < 0 ? -res[0] : 0));
+	tap_ok(res[1] == 0, "and the child is untraced, has no userfaultfd "
+	       "and answers");
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -316,6 +390,7 @@ int main(int argc, char **argv)
 	/* a hung round must not hang the suite */
 	alarm(120);
 	test_invisible();
+	test_unprivileged();
 	test_kills();
 	test_cost();
 	return tap_done();
