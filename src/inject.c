@@ -1146,7 +1146,11 @@ static int uffd_steal(struct sd_inject *in, int pidfd, int flags, int *fd)
  * the sequence and detaches, leaving the target's registers restored and
  * no userfaultfd inside it.  The descriptor it copied out lands in the
  * shared table and goes away with the last of its users.  It is the
- * tracer: ptrace requests must come from it, so it does it all.
+ * tracer: ptrace requests must come from it, so it does it all.  It runs
+ * on the caller's TLS (errno, the sanitizers' thread state), which is
+ * safe because the caller's thread sleeps until it is done; glibc's
+ * clone() is not intercepted by ASan, and every frame it pushes on its
+ * own stack returns, so no shadow poison is left there.
  */
 struct guard_job {
 	pid_t pid;
