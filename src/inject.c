@@ -542,7 +542,6 @@ static int chosen_to_event(struct sd_inject *in)
 	return chosen_run_to(in, PTRACE_CONT, T_EVENT);
 }
 
-/* Seize and interrupt the threads not seen yet; how many were new. */
 /* Seize and interrupt @tid if not seen yet: 1 if it was new, 0, -errno. */
 static int seize_one(struct sd_inject *in, pid_t tid)
 {
@@ -851,11 +850,15 @@ fail:
 	return err;
 }
 
-/* Reads a file line by line into its own buffer (no stdio, see above). */
+/*
+ * Reads a file line by line into its own buffer (no stdio, see above).
+ * A /proc/PID/maps line holds at most a PATH_MAX path: one longer than the
+ * buffer cannot happen, and would end the file.
+ */
 struct line_reader {
 	int fd;
 	size_t pos, len;
-	bool eof, cut;		/* cut: the rest of an overlong line is next */
+	bool eof;
 	char buf[8192];
 };
 
@@ -869,16 +872,14 @@ static char *next_line(struct line_reader *lr)
 		ssize_t n;
 
 		nl = memchr(lr->buf + lr->pos, '\n', lr->len - lr->pos);
-		if (lr->cut) {
-			/* the rest of a line too long to matter: skip it */
-			lr->pos = nl ? (size_t)(nl + 1 - lr->buf) : lr->len;
-			lr->cut = !nl;
-			if (nl)
-				continue;
-		}
-		room = sizeof(lr->buf) - 1 - (lr->len - lr->pos);
-		if (nl || lr->eof || !room)
+		if (nl || lr->eof)
 			break;
+		room = sizeof(lr->buf) - 1 - (lr->len - lr->pos);
+		if (!room) {
+			lr->eof = true;
+			lr->pos = lr->len;
+			break;
+		}
 		memmove(lr->buf, lr->buf + lr->pos, lr->len - lr->pos);
 		lr->len -= lr->pos;
 		lr->pos = 0;
@@ -897,9 +898,8 @@ static char *next_line(struct line_reader *lr)
 		*nl = 0;
 		lr->pos = (size_t)(nl + 1 - lr->buf);
 	} else {
-		/* the last line, or an overlong one cut here */
+		/* the last line, without a newline */
 		lr->buf[lr->len] = 0;
-		lr->cut = !lr->eof;
 		lr->pos = lr->len;
 	}
 	return line;
@@ -976,7 +976,7 @@ static int find_insn(struct sd_inject *in)
 			goto out;
 		}
 		lr.pos = lr.len = 0;
-		lr.eof = lr.cut = false;
+		lr.eof = false;
 		while (!in->insn && (line = next_line(&lr))) {
 			bool vdso = strstr(line, "[vdso]") != NULL;
 			const char *perms;
