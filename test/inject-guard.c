@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -361,6 +362,59 @@ static void test_unprivileged(void)
 		tap_bail("cannot put YAMA ptrace_scope back to 0");
 }
 
+/* echo_loop() with the vDSO unmapped (read and write do not use it) */
+static void echo_no_vdso(int in, int out)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/maps", "re");
+	unsigned long a, b;
+	char c = 'n';
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strstr(line, "[vdso]") &&
+		    sscanf(line, "%lx-%lx", &a, &b) == 2 &&
+		    !munmap((void *)a, b - a))
+			c = 'y';
+	}
+	if (f)
+		fclose(f);
+	/* tell the parent whether it is gone */
+	if (write(out, &c, 1) != 1)
+		_exit(2);
+	echo_loop(in, out);
+}
+
+/*
+ * No vDSO in the target: the syscall instruction is found in the other
+ * executable mappings (the second pass over /proc/PID/maps).
+ */
+static void test_no_vdso(void)
+{
+	struct td_child t;
+	char c = 0;
+	int fd;
+
+	if (td_child_spawn(&t, echo_no_vdso))
+		tap_bail("fork: %s", strerror(errno));
+	if (!td_child_recv(&t, &c, 1, 10000) || c != 'y') {
+		tap_skip("no [vdso] mapping to unmap", "a target without a "
+			 "vDSO");
+		td_child_reap(&t, NULL);
+		return;
+	}
+	if (!td_blocked_in_read(t.pid))
+		tap_bail("the target does not block in read()");
+	fd = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC);
+	tap_ok(fd >= 0, "a target without a vDSO: a userfaultfd (%s)",
+	       strerror(fd < 0 ? -fd : 0));
+	if (fd >= 0)
+		close(fd);
+	tap_ok(uffd_fds(t.pid) == 0 && td_tracer_pid(t.pid) == 0 &&
+	       td_child_responds(&t), "and it is untraced, has no "
+	       "userfaultfd and answers");
+	td_child_reap(&t, NULL);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -425,6 +479,7 @@ int main(int argc, char **argv)
 	alarm(120);
 	test_invisible();
 	test_unprivileged();
+	test_no_vdso();
 	test_kills();
 	test_cost();
 	return tap_done();
