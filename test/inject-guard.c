@@ -4,14 +4,14 @@
  * tracker loops over the whole sequence (attach, userfaultfd inside the
  * target, pidfd_getfd, close inside the target, detach) and is killed
  * after a random delay, KILLS times, the delays spread over several
- * sequences; every other time its whole process group is killed.  Every time the target must be alive, untraced, answering
- * (its read() restarted, no EINTR seen), with no userfaultfd in
- * /proc/PID/fd.
+ * sequences; every other time its whole process group is killed.  Every
+ * time the target must be alive, untraced, answering (its read()
+ * restarted, no EINTR seen), with no userfaultfd in /proc/PID/fd.
  *
- * Also: an unprivileged caller on its own child (under YAMA ptrace_scope 1
- * the guardian may not attach: the caller's thread does it), the guardian
- * stays invisible to the application
- * (no SIGCHLD, nothing to wait for), and what it costs (printed).
+ * Also: the guardian stays invisible to the application (no SIGCHLD,
+ * nothing to wait for); an unprivileged caller on its own child (under
+ * YAMA ptrace_scope 1 the guardian may not attach: the caller's thread
+ * does it); a target without a vDSO; what the guardian costs (printed).
  *
  * The tracker runs under a subreaper child, which reaps it and every
  * process orphaned by its death before exiting: once it is reaped, nothing
