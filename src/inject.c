@@ -35,16 +35,16 @@
  * suspended while attached (PTRACE_O_SUSPEND_SECCOMP, CAP_SYS_ADMIN) or
  * injection is refused.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -175,8 +175,8 @@ struct thr {
 
 struct sd_inject {
 	pid_t pid;
-	struct thr *t;
-	size_t n, cap;
+	struct thr *t;		/* mapped: see map_zalloc() */
+	size_t n, cap, t_bytes;
 	size_t chosen;
 	bool have_chosen;
 	sd_regs saved;		/* the chosen thread's registers at the stop */
@@ -206,89 +206,154 @@ static int set_regs(pid_t tid, const sd_regs *r)
 	return 0;
 }
 
+/*
+ * ---------- no allocator, no stdio ----------
+ * sd_inject_userfaultfd() runs all this in a guardian task that shares the
+ * caller's memory.  A thread of the caller killed while it held a lock of
+ * malloc or stdio would leave the lock taken forever and the guardian, with
+ * the target stopped, waiting on it: nothing here takes such a lock.
+ * Memory comes from mmap, /proc files are read into buffers on the stack.
+ */
+
+/* Zeroed pages (@size rounded up), or NULL. */
+static void *map_zalloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static char *put_uint(char *p, unsigned int v)
+{
+	char digits[12];
+	int n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = digits[--n];
+	return p;
+}
+
+/* "/proc/PID/task/TID/@leaf", or "/proc/PID/@leaf" when @tid is 0 */
+static void proc_path(char path[64], pid_t pid, pid_t tid, const char *leaf)
+{
+	char *p = stpcpy(path, "/proc/");
+
+	p = put_uint(p, (unsigned int)pid);
+	if (tid) {
+		p = stpcpy(p, "/task/");
+		p = put_uint(p, (unsigned int)tid);
+	}
+	*p++ = '/';
+	strcpy(p, leaf);
+}
+
+/* The start of /proc/PID/task/TID/status in @buf (NUL-ended); false if gone. */
+static bool read_status(pid_t pid, pid_t tid, char *buf, size_t size)
+{
+	char path[64];
+	size_t len = 0;
+	int fd;
+
+	proc_path(path, pid, tid, "status");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	while (len + 1 < size) {
+		ssize_t n = read(fd, buf + len, size - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = 0;
+	return len > 0;
+}
+
+/* What follows "@key" at the start of a line of @buf, or NULL. */
+static const char *status_field(const char *buf, const char *key)
+{
+	size_t n = strlen(key);
+
+	while (buf) {
+		if (!strncmp(buf, key, n))
+			return buf + n;
+		buf = strchr(buf, '\n');
+		if (buf)
+			buf++;
+	}
+	return NULL;
+}
+
+/* the fields used here are all in the first 2 KiB */
+#define STATUS_BUF	4096
+
 /* The "Seccomp:" mode of @tid: 0 none, 1 strict, 2 filter; -1 unknown. */
 static int thread_seccomp(pid_t pid, pid_t tid)
 {
-	char path[64], line[128];
-	int mode = 0;
-	FILE *f;
+	char buf[STATUS_BUF];
+	const char *v;
 
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
-	f = fopen(path, "re");
-	if (!f)
+	if (!read_status(pid, tid, buf, sizeof(buf)))
 		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Seccomp: %d", &mode) == 1)
-			break;
-	fclose(f);
-	return mode;
+	v = status_field(buf, "Seccomp:");
+	return v ? (int)strtol(v, NULL, 10) : 0;
 }
 
 /* Has @tid exited (gone, or a zombie waiting for the group)? */
 static bool thread_dead(pid_t pid, pid_t tid)
 {
-	char path[64], line[128], st = 'X';
-	FILE *f;
+	char buf[STATUS_BUF];
+	const char *v;
 
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
-	f = fopen(path, "re");
-	if (!f)
+	if (!read_status(pid, tid, buf, sizeof(buf)))
 		return true;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "State: %c", &st) == 1)
-			break;
-	fclose(f);
-	return st == 'Z' || st == 'X';
+	v = status_field(buf, "State:");
+	if (!v)
+		return true;
+	v += strspn(v, " \t");
+	return *v == 'Z' || *v == 'X';
 }
 
 /* EPERM from PTRACE_SEIZE: someone else's tracee, or not allowed? */
 static int seize_error(pid_t pid, pid_t tid)
 {
-	char path[64], line[128];
-	FILE *f;
-	int err = -EPERM;
+	char buf[STATUS_BUF];
+	const char *v;
 
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
-	f = fopen(path, "re");
-	if (!f)
-		goto out;
-	while (fgets(line, sizeof(line), f)) {
-		long tracer;
-
-		if (sscanf(line, "TracerPid: %ld", &tracer) == 1) {
-			if (tracer != 0)
-				err = -EBUSY;
-			break;
-		}
-	}
-	fclose(f);
-out:
-	return err;
+	if (!read_status(pid, tid, buf, sizeof(buf)))
+		return -EPERM;
+	v = status_field(buf, "TracerPid:");
+	return v && strtol(v, NULL, 10) != 0 ? -EBUSY : -EPERM;
 }
 
 /* The pending (own, shared) and blocked masks of @tid; false if unknown. */
 static bool sig_masks(pid_t pid, pid_t tid, unsigned long long m[3])
 {
 	static const char *const key[3] = { "SigPnd:", "ShdPnd:", "SigBlk:" };
-	char path[64], line[128];
-	int i, found = 0;
-	FILE *f;
+	char buf[STATUS_BUF];
+	int i;
 
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
-	f = fopen(path, "re");
-	if (!f)
+	if (!read_status(pid, tid, buf, sizeof(buf)))
 		return false;
-	while (fgets(line, sizeof(line), f)) {
-		for (i = 0; i < 3; i++) {
-			size_t n = strlen(key[i]);
+	for (i = 0; i < 3; i++) {
+		const char *v = status_field(buf, key[i]);
+		char *e;
 
-			if (!strncmp(line, key[i], n) &&
-			    sscanf(line + n, "%llx", &m[i]) == 1)
-				found |= 1 << i;
-		}
+		if (!v)
+			return false;
+		m[i] = strtoull(v, &e, 16);
+		if (e == v)
+			return false;
 	}
-	fclose(f);
-	return found == 7;
+	return true;
 }
 
 /* Does @tid have an unblocked signal pending (its own or the process's)? */
@@ -330,15 +395,19 @@ static struct thr *thr_find(struct sd_inject *in, pid_t tid)
 
 static int thr_reserve(struct sd_inject *in)
 {
-	if (in->n == in->cap) {
-		size_t cap = in->cap ? in->cap * 2 : 8;
-		struct thr *t = realloc(in->t, cap * sizeof(*t));
+	size_t bytes = in->t_bytes ? in->t_bytes * 2 : PAGE_SZ;
+	void *t;
 
-		if (!t)
-			return -ENOMEM;
-		in->t = t;
-		in->cap = cap;
-	}
+	if (in->n < in->cap)
+		return 0;
+	t = in->t ? mremap(in->t, in->t_bytes, bytes, MREMAP_MAYMOVE)
+		  : mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (t == MAP_FAILED)
+		return -ENOMEM;
+	in->t = t;
+	in->t_bytes = bytes;
+	in->cap = bytes / sizeof(*in->t);
 	return 0;
 }
 
@@ -473,49 +542,77 @@ static int chosen_to_event(struct sd_inject *in)
 	return chosen_run_to(in, PTRACE_CONT, T_EVENT);
 }
 
+/* Seize and interrupt @tid if not seen yet: 1 if it was new, 0, -errno. */
+static int seize_one(struct sd_inject *in, pid_t tid)
+{
+	int err;
+
+	if (tid <= 0 || thr_find(in, tid))
+		return 0;
+	/* room first: a seized thread must always be on the list */
+	err = thr_reserve(in);
+	if (err)
+		return err;
+	if (ptrace(PTRACE_SEIZE, tid, NULL, (void *)(long)SEIZE_OPTS)) {
+		int e = errno;
+
+		if (e == ESRCH)
+			return 0;	/* exited meanwhile */
+		/* a zombie thread cannot be seized: not an error */
+		if (e == EPERM && thread_dead(in->pid, tid))
+			return 0;
+		return e == EPERM ? seize_error(in->pid, tid) : -e;
+	}
+	in->t[in->n++] = (struct thr){ .tid = tid, .state = T_RUNNING };
+	if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) && errno != ESRCH)
+		return -errno;
+	return 1;
+}
+
+/* the kernel's struct linux_dirent64 */
+struct dent64 {
+	uint64_t ino;
+	int64_t off;
+	unsigned short reclen;
+	unsigned char type;
+	char name[];
+};
+
 /* Seize and interrupt the threads not seen yet; how many were new. */
 static int seize_new(struct sd_inject *in)
 {
+	char buf[4096] __attribute__((aligned(8)));
 	char path[64];
-	struct dirent *de;
-	DIR *d;
-	int added = 0, err = 0;
+	int fd, added = 0, err = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/task", in->pid);
-	d = opendir(path);
-	if (!d)
+	proc_path(path, in->pid, 0, "task");
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return errno == ENOENT ? -ESRCH : -errno;
-	while ((de = readdir(d))) {
-		pid_t tid = (pid_t)atoi(de->d_name);
+	for (;;) {
+		long len = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+		long off;
 
-		if (tid <= 0 || thr_find(in, tid))
+		if (len < 0 && errno == EINTR)
 			continue;
-		/* room first: a seized thread must always be on the list */
-		err = thr_reserve(in);
-		if (err)
-			goto out;
-		if (ptrace(PTRACE_SEIZE, tid, NULL,
-			   (void *)(long)SEIZE_OPTS)) {
-			int e = errno;
-
-			if (e == ESRCH)
-				continue;	/* exited meanwhile */
-			/* a zombie thread cannot be seized: not an error */
-			if (e == EPERM && thread_dead(in->pid, tid))
-				continue;
-			err = e == EPERM ? seize_error(in->pid, tid) : -e;
-			goto out;
-		}
-		in->t[in->n++] = (struct thr){ .tid = tid, .state = T_RUNNING };
-		if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) &&
-		    errno != ESRCH) {
+		if (len < 0)
 			err = -errno;
-			goto out;
+		if (len <= 0)
+			break;
+		for (off = 0; off < len && !err;) {
+			const struct dent64 *d = (const void *)(buf + off);
+			int r = seize_one(in, (pid_t)strtol(d->name, NULL, 10));
+
+			if (r < 0)
+				err = r;
+			else
+				added += r;
+			off += d->reclen;
 		}
-		added++;
+		if (err)
+			break;
 	}
-out:
-	closedir(d);
+	close(fd);
 	return err ? err : added;
 }
 
@@ -671,8 +768,9 @@ void sd_inject_detach(struct sd_inject *in)
 	if (in->have_chosen)
 		detach_chosen(in);
 	detach_others(in);
-	free(in->t);
-	free(in);
+	if (in->t)
+		munmap(in->t, in->t_bytes);
+	munmap(in, sizeof(*in));
 }
 
 int sd_inject_attach(struct sd_inject **out, pid_t pid)
@@ -687,7 +785,7 @@ int sd_inject_attach(struct sd_inject **out, pid_t pid)
 		return -EINVAL;
 	if (pid == getpid())
 		return -EPERM;
-	in = calloc(1, sizeof(*in));
+	in = map_zalloc(sizeof(*in));
 	if (!in)
 		return -ENOMEM;
 	in->pid = pid;
@@ -752,68 +850,154 @@ fail:
 	return err;
 }
 
+/*
+ * Reads a file line by line into its own buffer (no stdio, see above).
+ * A /proc/PID/maps line holds at most a PATH_MAX path: one longer than the
+ * buffer cannot happen, and would end the file.
+ */
+struct line_reader {
+	int fd;
+	size_t pos, len;
+	bool eof;
+	char buf[8192];
+};
+
+/* The next line, NUL-ended without its newline; NULL at the end. */
+static char *next_line(struct line_reader *lr)
+{
+	char *line, *nl;
+
+	for (;;) {
+		size_t room;
+		ssize_t n;
+
+		nl = memchr(lr->buf + lr->pos, '\n', lr->len - lr->pos);
+		if (nl || lr->eof)
+			break;
+		room = sizeof(lr->buf) - 1 - (lr->len - lr->pos);
+		if (!room) {
+			lr->eof = true;
+			lr->pos = lr->len;
+			break;
+		}
+		memmove(lr->buf, lr->buf + lr->pos, lr->len - lr->pos);
+		lr->len -= lr->pos;
+		lr->pos = 0;
+		n = read(lr->fd, lr->buf + lr->len, room);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			lr->eof = true;
+		else
+			lr->len += (size_t)n;
+	}
+	if (lr->pos == lr->len)
+		return NULL;
+	line = lr->buf + lr->pos;
+	if (nl) {
+		*nl = 0;
+		lr->pos = (size_t)(nl + 1 - lr->buf);
+	} else {
+		/* the last line, without a newline */
+		lr->buf[lr->len] = 0;
+		lr->pos = lr->len;
+	}
+	return line;
+}
+
+/* "start-end perms ..." of a /proc/PID/maps line; false if malformed */
+static bool parse_map(const char *line, uint64_t *start, uint64_t *end,
+		      const char **perms)
+{
+	char *e;
+
+	*start = strtoull(line, &e, 16);
+	if (e == line || *e != '-')
+		return false;
+	line = e + 1;
+	*end = strtoull(line, &e, 16);
+	if (e == line || *e != ' ' || strlen(e + 1) < 4)
+		return false;
+	*perms = e + 1;
+	return true;
+}
+
+/* Search [start, end) for a syscall instruction, within *budget bytes. */
+static uint64_t scan_range(pid_t pid, uint64_t start, uint64_t end,
+			   uint8_t *buf, size_t bufsz, size_t *budget)
+{
+	uint64_t a;
+
+	for (a = start; a < end && *budget;) {
+		size_t len = MIN(MIN(end - a, (uint64_t)bufsz), *budget);
+		struct iovec l = { buf, len };
+		struct iovec r = { (void *)(uintptr_t)a, len };
+		ssize_t got, k;
+
+		got = process_vm_readv(pid, &l, 1, &r, 1, 0);
+		if (got < (ssize_t)sizeof(syscall_insn))
+			break;
+		*budget -= (size_t)got;
+		for (k = 0; k + 1 < got; k++)
+			if (!memcmp(buf + k, syscall_insn, sizeof(syscall_insn)))
+				return a + (uint64_t)k;
+		/* an instruction across the chunk end is missed: fine,
+		 * there are others */
+		a += (uint64_t)got;
+	}
+	return 0;
+}
+
+#define SCAN_BUF	(1u << 16)
+
 /* Find a syscall instruction: the vDSO first, then any executable map. */
 static int find_insn(struct sd_inject *in)
 {
-	char path[64], line[512];
-	uint8_t *buf = NULL;
+	struct line_reader lr = { 0 };
 	size_t budget = SCAN_LIMIT;
+	char path[64];
+	uint8_t *buf;
 	int pass, err = -ENOEXEC;
-	FILE *f;
 
-	snprintf(path, sizeof(path), "/proc/%d/maps", in->pid);
-	f = fopen(path, "re");
-	if (!f)
+	proc_path(path, in->pid, 0, "maps");
+	lr.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (lr.fd < 0)
 		return -errno;
-	buf = malloc(1 << 16);
+	buf = map_zalloc(SCAN_BUF);
 	if (!buf) {
 		err = -ENOMEM;
 		goto out;
 	}
 	for (pass = 0; pass < 2 && !in->insn; pass++) {
-		rewind(f);
-		while (!in->insn && fgets(line, sizeof(line), f)) {
-			uint64_t start, end, a;
-			char perms[8];
-			bool vdso = strstr(line, "[vdso]") != NULL;
+		char *line;
 
-			if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s",
-				   &start, &end, perms) != 3)
+		if (lseek(lr.fd, 0, SEEK_SET) < 0) {
+			err = -errno;
+			goto out;
+		}
+		lr.pos = lr.len = 0;
+		lr.eof = false;
+		while (!in->insn && (line = next_line(&lr))) {
+			bool vdso = strstr(line, "[vdso]") != NULL;
+			const char *perms;
+			uint64_t start, end;
+
+			if (!parse_map(line, &start, &end, &perms))
 				continue;
 			if (perms[2] != 'x' || vdso != (pass == 0))
 				continue;
 			if (strstr(line, "[vsyscall]"))
 				continue;	/* not readable, emulated */
-			for (a = start; a < end && budget && !in->insn;) {
-				size_t len = MIN(end - a, (uint64_t)(1 << 16));
-				struct iovec l = { buf, len };
-				struct iovec r = { (void *)(uintptr_t)a, len };
-				ssize_t got, k;
-
-				len = MIN(len, budget);
-				l.iov_len = r.iov_len = len;
-				got = process_vm_readv(in->pid, &l, 1, &r, 1, 0);
-				if (got < (ssize_t)sizeof(syscall_insn))
-					break;
-				budget -= (size_t)got;
-				for (k = 0; k + 1 < got; k++) {
-					if (!memcmp(buf + k, syscall_insn,
-						    sizeof(syscall_insn))) {
-						in->insn = a + (uint64_t)k;
-						break;
-					}
-				}
-				/* an instruction across the chunk end is
-				 * missed: fine, there are others */
-				a += (uint64_t)got;
-			}
+			in->insn = scan_range(in->pid, start, end, buf,
+					      SCAN_BUF, &budget);
 		}
 	}
 	if (in->insn)
 		err = 0;
 out:
-	free(buf);
-	fclose(f);
+	if (buf)
+		munmap(buf, SCAN_BUF);
+	close(lr.fd);
 	return err;
 }
 
@@ -924,49 +1108,185 @@ static int inject_call(struct sd_inject *in, long nr, long a0, long a1,
 	return sd_inject_syscall(in, nr, args, ret);
 }
 
-int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
+/*
+ * userfaultfd() in the target, copied out through @pidfd, closed there.
+ * *fd gets the local copy as soon as it exists.  0 or -errno.
+ */
+static int uffd_steal(struct sd_inject *in, int pidfd, int flags, int *fd)
 {
-	struct sd_inject *in = held;
-	int pidfd, fd = -1, err;
 	long tfd = -1, r;
+	int err;
 
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0)
-		return -errno;
-	err = in ? 0 : sd_inject_attach(&in, pid);
-	if (err)
-		goto out;
 	err = inject_call(in, SYS_userfaultfd, flags, 0, &tfd);
 	if (err)
-		goto out;
+		return err;
 	/* without CAP_SYS_PTRACE only user-mode-only uffds are allowed */
 	if (tfd == -EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
 		err = inject_call(in, SYS_userfaultfd,
 				  flags | UFFD_USER_MODE_ONLY, 0, &tfd);
 		if (err)
-			goto out;
+			return err;
 	}
-	if (tfd < 0) {
-		err = (int)tfd;
-		goto out;
-	}
+	if (tfd < 0)
+		return (int)tfd;
 	/* the copy is always close-on-exec */
-	fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
-	if (fd < 0)
+	*fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
+	if (*fd < 0)
 		err = -errno;
 	/* the target must not keep its copy, whatever happened */
-	if (inject_call(in, SYS_close, tfd, 0, &r) == 0 && r == 0)
-		tfd = -1;
-	else if (!err)
+	if ((inject_call(in, SYS_close, tfd, 0, &r) || r) && !err)
+		err = -EIO;
+	return err;
+}
+
+/*
+ * The guardian: a task sharing the caller's memory and descriptor table
+ * but in a thread group (and process group) of its own, so a SIGKILL of
+ * the caller's process (or group) does not reach it: it always finishes
+ * the sequence and detaches, leaving the target's registers restored and
+ * no userfaultfd inside it.  The descriptor it copied out lands in the
+ * shared table and goes away with the last of its users.  It is the
+ * tracer: ptrace requests must come from it, so it does it all.  It runs
+ * on the caller's TLS (errno, the sanitizers' thread state), which is
+ * safe because the caller's thread sleeps until it is done; glibc's
+ * clone() is not intercepted by ASan, and every frame it pushes on its
+ * own stack returns, so no shadow poison is left there.
+ */
+struct guard_job {
+	pid_t pid;
+	int pidfd, flags;
+	int attach_err;		/* out: what the attach returned */
+	int err;		/* out: 0 or -errno */
+	int fd;			/* out: the local copy, or -1 */
+	bool pinned;
+	cpu_set_t mask;		/* the caller's affinity */
+};
+
+#define GUARD_STACK	(256u << 10)
+
+static int guard_main(void *arg)
+{
+	struct guard_job *j = arg;
+	struct sd_inject *in;
+
+	/* started on the caller's CPU (see run_guardian): free it again */
+	if (j->pinned)
+		(void)sched_setaffinity(0, sizeof(j->mask), &j->mask);
+	/* not killed with the caller's process group either */
+	(void)setpgid(0, 0);
+	j->attach_err = sd_inject_attach(&in, j->pid);
+	j->err = j->attach_err ? j->attach_err
+			       : uffd_steal(in, j->pidfd, j->flags, &j->fd);
+	sd_inject_detach(in);
+	return 0;
+}
+
+/*
+ * Run @j in a guardian; the calling thread waits (CLONE_VFORK) and reaps
+ * it.  No exit signal: the application's SIGCHLD handling and its
+ * wait(-1) never see it (only __WALL/__WCLONE waits do).  All signals are
+ * blocked in it (inherited mask), so no handler of the application runs
+ * in it.  0 or -errno of the guardian itself.
+ */
+static int run_guardian(struct guard_job *j)
+{
+	sigset_t all, old;
+	char *stack;
+	int st, cpu, err = 0;
+	pid_t g;
+
+	stack = mmap(NULL, GUARD_STACK, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return -ENOMEM;
+	/* a guard page: an overflow faults instead of writing below */
+	if (mprotect(stack, PAGE_SZ, PROT_NONE)) {
+		err = -errno;
+		goto out;
+	}
+	sigfillset(&all);
+	/*
+	 * Start it on this CPU, which this thread leaves for it: placed
+	 * elsewhere, a new task can wait behind whatever runs there (2 ms on
+	 * a loaded 2-CPU host, for a sequence of 0.5 ms).
+	 */
+	cpu = sched_getcpu();
+	if (cpu >= 0 && !sched_getaffinity(0, sizeof(j->mask), &j->mask)) {
+		cpu_set_t one;
+
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		j->pinned = !sched_setaffinity(0, sizeof(one), &one);
+	}
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	g = clone(guard_main, stack + GUARD_STACK,
+		  CLONE_VM | CLONE_FILES | CLONE_VFORK, j);
+	if (g < 0)
+		err = -errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (j->pinned)
+		(void)sched_setaffinity(0, sizeof(j->mask), &j->mask);
+	if (g < 0)
+		goto out;
+	/* it has left our memory; wait until it is gone entirely */
+	while (waitpid(g, &st, __WALL) < 0) {
+		if (errno != EINTR) {
+			/* reaped by the application's own __WALL wait */
+			st = 0;
+			break;
+		}
+	}
+	/* killed on its own (by PID, or the OOM killer) */
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
 		err = -EIO;
 out:
-	if (!held)
-		sd_inject_detach(in);
-	close(pidfd);
+	munmap(stack, GUARD_STACK);
+	return err;
+}
+
+int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
+{
+	struct guard_job j = { .pid = pid, .flags = flags, .fd = -1 };
+	struct sd_inject *in = NULL;
+	int err;
+
+	if (pid <= 0)
+		return -EINVAL;
+	/* the guardian could seize us, waiting for it: never */
+	if (pid == getpid())
+		return -EPERM;
+	j.pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (j.pidfd < 0)
+		return -errno;
+	if (held) {
+		/* ptrace requests must come from the caller, the tracer */
+		err = uffd_steal(held, j.pidfd, flags, &j.fd);
+		goto out;
+	}
+	j.err = -EIO;
+	err = run_guardian(&j);
+	if (!err)
+		err = j.err;
+	/*
+	 * YAMA's ptrace_scope 1 lets a process trace its descendants only:
+	 * the guardian is not an ancestor of the caller's children.  Only
+	 * then, without the guardian's protection, do it here.
+	 */
+	if (!err || j.attach_err != -EPERM)
+		goto out;
+	if (j.fd >= 0)
+		close(j.fd);
+	j.fd = -1;
+	err = sd_inject_attach(&in, pid);
+	if (!err)
+		err = uffd_steal(in, j.pidfd, flags, &j.fd);
+	sd_inject_detach(in);
+out:
+	close(j.pidfd);
 	if (err) {
-		if (fd >= 0)
-			close(fd);
+		if (j.fd >= 0)
+			close(j.fd);
 		return err;
 	}
-	return fd;
+	return j.fd;
 }

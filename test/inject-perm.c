@@ -9,10 +9,13 @@
  *   - a target already traced by another process: -EBUSY, untouched;
  *   - a tracker SIGKILLed while attached (between injections): the
  *     kernel detaches, the target (blocked in read()) runs on and answers;
- *   - a tracker SIGKILLed at random points of a stream of injections:
- *     survivals are counted and printed only (documented residual risk:
- *     a kill inside the few microseconds of an injected call leaves the
- *     thread with the injected registers).
+ *   - a tracker SIGKILLed at random points of a stream of injections
+ *     from its own thread (sd_inject_syscall on a held attachment):
+ *     survivals are counted and printed only (documented residual risk of
+ *     that path: a kill inside the few microseconds of an injected call
+ *     leaves the thread with the injected registers).  The guardian that
+ *     sd_inject_userfaultfd() uses otherwise is asserted in
+ *     inject-guard.c.
  */
 #include <errno.h>
 #include <grp.h>
