@@ -151,6 +151,43 @@ void td_preload_so(char *exe, size_t exelen, char *so, size_t solen)
 		tap_bail("%s: %s (set SOFTDIRTY_PRELOAD)", so, strerror(errno));
 }
 
+extern char _DYNAMIC[] __attribute__((weak));
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TD_ASAN 1
+#endif
+#endif
+
+bool td_under_preload(char **argv, const char *child_env)
+{
+	char so[PATH_MAX], exe[PATH_MAX];
+
+	if (getenv(child_env))
+		return true;
+	if (!_DYNAMIC) {
+		tap_skip("static binary: LD_PRELOAD cannot apply", "preload");
+		return false;
+	}
+#ifdef TD_ASAN
+	/*
+	 * The uffd backend write-protects ASan's multi-TiB shadow reservation
+	 * too (WP_UNPOPULATED builds page tables for all of it: OOM).  Until
+	 * it protects populated ranges only, the shim is tested uninstrumented.
+	 */
+	tap_skip("ASan build: uffd write-protect of the sparse shadow "
+		 "reservation exhausts memory", "preload under ASan");
+	return false;
+#endif
+	td_preload_so(exe, sizeof(exe), so, sizeof(so));
+	setenv("LD_PRELOAD", so, 1);
+	setenv(child_env, "1", 1);
+	execv(exe, argv);
+	tap_bail("execv %s: %s", exe, strerror(errno));
+}
+
 uint64_t td_seed(void)
 {
 	const char *s = getenv("SOFTDIRTY_TEST_SEED");

@@ -60,6 +60,12 @@ uint64_t td_rng_below(struct td_rng *r, uint64_t n);
  * program's directory.  Bails out when the shim cannot be read.
  */
 void td_preload_so(char *exe, size_t exelen, char *so, size_t solen);
+/*
+ * A preload test runs itself again under the shim with @child_env set:
+ * true in that run; otherwise it re-executes itself (no return), or skips
+ * and returns false where the shim cannot apply (a static binary, ASan).
+ */
+bool td_under_preload(char **argv, const char *child_env);
 /* This program's path (/proc/self/exe); bails out when unreadable. */
 void td_self_exe(char *exe, size_t len);
 

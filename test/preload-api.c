@@ -35,16 +35,6 @@ int __openat_2(int dirfd, const char *path, int flags);
 ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
 ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen);
 
-extern char _DYNAMIC[] __attribute__((weak));
-
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ASAN 1
-#endif
-#endif
-
 static off_t pm_off(const void *p)
 {
 	return (off_t)((uintptr_t)p / PG * 8);
@@ -692,26 +682,6 @@ static void test_exec(const char *self)
 
 /* ---------- setup ---------- */
 
-static int reexec(char **argv)
-{
-	char so[PATH_MAX], exe[PATH_MAX];
-
-	td_preload_so(exe, sizeof(exe), so, sizeof(so));
-	setenv("LD_PRELOAD", so, 1);
-	/* an ASan build: the shim comes before the sanitizer runtime */
-	{
-		const char *o = getenv("ASAN_OPTIONS");
-		char opts[1024];
-
-		snprintf(opts, sizeof(opts), "%.900s%sverify_asan_link_order=0",
-			 o ? o : "", o && *o ? ":" : "");
-		setenv("ASAN_OPTIONS", opts, 1);
-	}
-	setenv(CHILD_ENV, "1", 1);
-	execv(exe, argv);
-	tap_bail("execv %s: %s", exe, strerror(errno));
-}
-
 int main(int argc, char **argv)
 {
 	char exe[PATH_MAX];
@@ -720,22 +690,8 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "--exec-check"))
 		return exec_check();
 	tap_init("preload-api");
-	if (!_DYNAMIC) {
-		tap_skip("static binary: LD_PRELOAD cannot apply", "preload");
+	if (!td_under_preload(argv, CHILD_ENV))
 		return tap_done();
-	}
-#ifdef ASAN
-	/*
-	 * The uffd backend write-protects ASan's multi-TiB shadow reservation
-	 * too (WP_UNPOPULATED builds page tables for all of it: OOM).  Until
-	 * it protects populated ranges only, the shim is tested uninstrumented.
-	 */
-	tap_skip("ASan build: uffd write-protect of the sparse shadow "
-		 "reservation exhausts memory", "preload under ASan");
-	return tap_done();
-#endif
-	if (!getenv(CHILD_ENV))
-		return reexec(argv);
 	td_self_exe(exe, sizeof(exe));
 
 	tap_ok(shim_loaded(), "libsoftdirty-preload.so is loaded");

@@ -41,15 +41,6 @@
 #define CHILD_ENV "SOFTDIRTY_PRELOAD_FAST_CHILD"
 #define MIN(a, b)	((a) < (b) ? (a) : (b))
 
-extern char _DYNAMIC[] __attribute__((weak));
-
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ASAN 1
-#endif
-#endif
 
 #if defined(__x86_64__)
 #define SECCOMP_ARCH AUDIT_ARCH_X86_64
@@ -325,33 +316,12 @@ static void run(void)
 
 /* ---------- setup ---------- */
 
-static int reexec(char **argv)
-{
-	char so[PATH_MAX], exe[PATH_MAX];
-
-	td_preload_so(exe, sizeof(exe), so, sizeof(so));
-	setenv("LD_PRELOAD", so, 1);
-	setenv(CHILD_ENV, "1", 1);
-	execv(exe, argv);
-	tap_bail("execv %s: %s", exe, strerror(errno));
-}
-
 int main(int argc, char **argv)
 {
 	(void)argc;
 	tap_init("preload-fast");
-	if (!_DYNAMIC) {
-		tap_skip("static binary: LD_PRELOAD cannot apply", "preload");
+	if (!td_under_preload(argv, CHILD_ENV))
 		return tap_done();
-	}
-#ifdef ASAN
-	/* as preload-api: the uffd backend and ASan's shadow (OOM) */
-	tap_skip("ASan build: uffd write-protect of the sparse shadow "
-		 "reservation exhausts memory", "preload under ASan");
-	return tap_done();
-#endif
-	if (!getenv(CHILD_ENV))
-		return reexec(argv);
 	run();
 	return tap_done();
 }
