@@ -229,24 +229,30 @@ static int emit_written(struct walk *w, uint64_t a, uint64_t b)
 	return sd_out_add(o, a, b, SOFTDIRTY_RANGE_WRITTEN);
 }
 
+/* Add the blocks of [a, b) mapped by a huge PMD right now to @out. */
+static int huge_pmds(struct walk *w, uint64_t a, uint64_t b,
+		     struct sd_rset *out)
+{
+	const struct pm_scan_arg masks = {
+		.category_mask = PAGE_IS_HUGE,
+		.return_mask = PAGE_IS_HUGE,
+	};
+
+	return sd_pm_scan_rset(w->sd->pagemap_fd, a, b, &masks, w->p->cvec,
+			       sizeof(w->p->cvec) / sizeof(w->p->cvec[0]), out);
+}
+
 /*
  * Add the 2 MiB blocks of [a, b) mapped huge right now to p->huge (a huge
  * PMD always covers its whole aligned block).
  */
 static int census(struct walk *w, uint64_t a, uint64_t b)
 {
-	const struct pm_scan_arg masks = {
-		.category_mask = PAGE_IS_HUGE,
-		.return_mask = PAGE_IS_HUGE,
-	};
-	struct uffd_priv *p = w->p;
-
 	a = (a + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
 	b &= ~(HUGE_SZ - 1);
 	if (a >= b)
 		return 0;
-	return sd_pm_scan_rset(w->sd->pagemap_fd, a, b, &masks, p->cvec,
-			       sizeof(p->cvec) / sizeof(p->cvec[0]), &p->huge);
+	return huge_pmds(w, a, b, &w->p->huge);
 }
 
 /*
@@ -365,15 +371,10 @@ static int scan_plain(struct walk *w, uint64_t a, uint64_t b, bool report)
  */
 static void pmds_now(struct walk *w, uint64_t a, uint64_t b)
 {
-	const struct pm_scan_arg masks = {
-		.category_mask = PAGE_IS_HUGE,
-		.return_mask = PAGE_IS_HUGE,
-	};
 	struct uffd_priv *p = w->p;
 
 	sd_rset_clear(&p->pmds);
-	if (sd_pm_scan_rset(w->sd->pagemap_fd, a, b, &masks, p->cvec,
-			    sizeof(p->cvec) / sizeof(p->cvec[0]), &p->pmds))
+	if (huge_pmds(w, a, b, &p->pmds))
 		sd_rset_clear(&p->pmds);
 }
 
