@@ -103,18 +103,6 @@ static size_t loops(size_t pages)
 }
 
 /* Mean time of one pread of @pages entries at @off, @k times in a row. */
-/* The read sizes for a region of @n pages, into @sz; how many. */
-static size_t read_sizes(size_t n, size_t *sz)
-{
-	size_t j, ns = 0;
-
-	for (j = 0; j < NSIZES - 1; j++)
-		if (sizes[j] < n)
-			sz[ns++] = sizes[j];
-	sz[ns++] = n;
-	return ns;
-}
-
 static double time_read(int pm, uint64_t *buf, size_t pages, off_t off,
 			bool raw)
 {
@@ -206,14 +194,17 @@ static void call_costs(int pm, char *p)
 static int run_shim(size_t len)
 {
 	double shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS], t;
-	size_t n = len / PG, sz[NSIZES], ns;
+	size_t n = len / PG, sz[NSIZES], ns = 0;
 	uint64_t *buf = malloc(n * 8);
 	char *p = workload(len);
 	int pm, cr, i;
 	off_t off = (off_t)((uintptr_t)p / PG * 8);
 	size_t j, k, set = 0;
 
-	ns = read_sizes(n, sz);
+	for (j = 0; j < NSIZES - 1; j++)
+		if (sizes[j] < n)
+			sz[ns++] = sizes[j];
+	sz[ns++] = n;
 	pm = open("/proc/self/pagemap", O_RDONLY);
 	cr = open("/proc/self/clear_refs", O_WRONLY);
 	if (!buf || pm < 0 || cr < 0) {
