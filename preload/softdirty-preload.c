@@ -121,6 +121,17 @@ static __thread int in_lib __attribute__((tls_model("initial-exec")));
 #define LIB(expr) \
 	({ __typeof__(expr) r_; in_lib++; r_ = (expr); in_lib--; r_; })
 
+/*
+ * errno back to @saved, without a store when it is already: the clear and
+ * the fast read write no page the library's reset does not (see
+ * tracker_here()), and errno's page is one.
+ */
+static void errno_restore(int saved)
+{
+	if (errno != saved)
+		errno = saved;
+}
+
 /* ---------- the files we answer for ---------- */
 
 enum kind { K_CLEAR_REFS = 1, K_PAGEMAP, K_SMAPS };
@@ -215,7 +226,12 @@ enum mode { M_UNKNOWN, M_PASS, M_EMULATE };
 
 static pthread_mutex_t glock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int mode = M_UNKNOWN;
-static struct softdirty *tracker;	/* NULL: all dirty (before a clear) */
+/*
+ * NULL: all dirty (before a clear).  Set under glock, last, with release
+ * (tracker_here() reads it without glock); tracker_pid, same_mm,
+ * tracker_uffd and priv_fd do not change while it is set.
+ */
+static struct softdirty *tracker;
 static pid_t tracker_pid;
 /*
  * 1 in the process that opened the tracker: a MADV_WIPEONFORK page reads 0
@@ -327,13 +343,34 @@ static void drop_tracker_locked(void)
 		syscall(SYS_close, (long)priv_fd[i]);
 	npriv = 0;
 	/* leaked on purpose: its backend state refers to the parent */
-	tracker = NULL;
+	__atomic_store_n(&tracker, NULL, __ATOMIC_RELEASE);
 }
 
 static void check_pid_locked(void)
 {
 	if (tracker && (same_mm ? !*same_mm : tracker_pid != getpid()))
 		drop_tracker_locked();
+}
+
+/*
+ * The tracker, when this process opened it and it is known still to be
+ * this process's (same_mm), without glock; else NULL: take glock.
+ *
+ * Why without: after a clear every page is write-protected, and each one
+ * written in the next clear or read costs a fault (15-25 us here).  glock's
+ * page, and the TLS page that in_lib and errno share, are pages the
+ * library's own reset does not write: taking glock and LIB() made a clear
+ * cost 2 faults more than softdirty_reset() (5 % of a 64 MiB reset).  The
+ * tracker's own lock serializes its calls; the wrappers let the library's
+ * calls through by their fds (is_priv_fd()), and a reset opens or closes
+ * none.  The tracker is never freed, only dropped in a child.
+ */
+static struct softdirty *tracker_here(void)
+{
+	struct softdirty *t = __atomic_load_n(&tracker, __ATOMIC_ACQUIRE);
+
+	/* uffd: the backend whose reset is known to open and close nothing */
+	return t && tracker_uffd && same_mm && *same_mm ? t : NULL;
 }
 
 /* The fds open now (sorted, as the kernel lists them), or NULL. */
@@ -390,6 +427,7 @@ static int reset_locked(void)
 {
 	const char *p = backend_pref;
 	size_t nb = 0, na = 0, i, j;
+	struct softdirty *t = NULL;
 	int *before, *after;
 	int err = -ENOTSUP;
 
@@ -403,7 +441,7 @@ static int reset_locked(void)
 		struct softdirty_opts o = { .sz = sizeof(o), .backend = name };
 
 		snprintf(name, sizeof(name), "%.*s", (int)MIN(n, 31), p);
-		err = LIB(softdirty_open(&tracker, 0, &o));
+		err = LIB(softdirty_open(&t, 0, &o));
 		if (!err)
 			break;
 		p = p[n] ? p + n + 1 : NULL;
@@ -425,7 +463,7 @@ static int reset_locked(void)
 	}
 	if (same_mm)
 		*same_mm = 1;
-	tracker_uffd = !strcmp(softdirty_backend(tracker), "uffd");
+	tracker_uffd = !strcmp(softdirty_backend(t), "uffd");
 	/* new fds that are the tracker's, not another thread's */
 	after = list_fds(&na);
 	for (i = 0; after && i < na && npriv < 16; i++) {
@@ -436,6 +474,7 @@ static int reset_locked(void)
 	}
 	free(before);
 	free(after);
+	__atomic_store_n(&tracker, t, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -567,6 +606,7 @@ static void pm_set(void *ctx, uint64_t start, uint64_t end, uint64_t flags)
 static bool pagemap_fast(const struct sfile *f, const struct iovec *iov,
 			 int iovcnt, uint64_t off, size_t len)
 {
+	struct softdirty *t;
 	size_t done = 0, n, k;
 	bool ok;
 	int i;
@@ -580,14 +620,10 @@ static bool pagemap_fast(const struct sfile *f, const struct iovec *iov,
 				return false;
 		done += n;
 	}
-	pthread_mutex_lock(&glock);
-	check_pid_locked();
+	t = tracker_here();
 	/* the tracker is this process's (checked): so must the fd's mm be */
-	ok = tracker && tracker_uffd && f->pid == tracker_pid &&
-	     !atomic_load(&foreign_uffd) &&
-	     sd_uffd_wp_exact(tracker, off / 8 * PAGE_SZ,
-			      (off + len) / 8 * PAGE_SZ);
-	pthread_mutex_unlock(&glock);
+	ok = t && f->pid == tracker_pid && !atomic_load(&foreign_uffd) &&
+	     sd_uffd_wp_exact(t, off / 8 * PAGE_SZ, (off + len) / 8 * PAGE_SZ);
 	if (!ok)
 		return false;
 	for (i = 0, done = 0; i < iovcnt && done < len; i++) {
@@ -642,7 +678,7 @@ static void pagemap_patch(const struct sfile *f, const struct iovec *iov,
 		pm_set(&p, start, end, 0);
 out:
 	/* a successful read leaves errno alone */
-	errno = saved;
+	errno_restore(saved);
 }
 
 static void pagemap_patch1(const struct sfile *f, void *buf, uint64_t off,
@@ -702,6 +738,7 @@ static ssize_t clear_refs_write(struct sfile *f, const void *buf,
 {
 	char b[13] = { 0 };
 	struct iovec l = { b, MIN(count, 12) }, r = { (void *)buf, l.iov_len };
+	struct softdirty *t;
 	int err, saved;
 
 	if (f->accmode == O_RDONLY || !count)
@@ -712,14 +749,19 @@ static ssize_t clear_refs_write(struct sfile *f, const void *buf,
 	    (ssize_t)l.iov_len || !is_clear_4(b))
 		return fwd(fwd_ctx);
 	saved = errno;
-	pthread_mutex_lock(&glock);
-	err = reset_locked();
-	pthread_mutex_unlock(&glock);
+	t = tracker_here();
+	if (t) {
+		err = softdirty_reset(t);
+	} else {
+		pthread_mutex_lock(&glock);
+		err = reset_locked();
+		pthread_mutex_unlock(&glock);
+	}
 	if (err) {
 		errno = err == -ENOMEM ? ENOMEM : EIO;
 		return -1;
 	}
-	errno = saved;
+	errno_restore(saved);
 	return (ssize_t)l.iov_len;
 }
 
@@ -901,7 +943,7 @@ static ssize_t smaps_read(struct sfile *f, const struct iovec *iov, int cnt,
 		*pos += (off_t)n;
 		done += (ssize_t)n;
 	}
-	errno = saved;
+	errno_restore(saved);
 	return done;
 }
 
@@ -1001,7 +1043,7 @@ static int opened(int fd, const char *path, int flags)
 	pthread_mutex_init(&f->lock, NULL);
 	fd_store(fd, f);		/* the table holds the one reference */
 out:
-	errno = saved;
+	errno_restore(saved);
 	return fd;
 }
 
@@ -1208,10 +1250,10 @@ static struct sfile *ours(int fd)
 		return NULL;
 	saved = errno;
 	if (!fstat(fd, &st) && st.st_dev == f->dev && st.st_ino == f->ino) {
-		errno = saved;
+		errno_restore(saved);
 		return f;
 	}
-	errno = saved;
+	errno_restore(saved);
 	fd_forget(fd, f);
 	return NULL;
 }
@@ -1236,7 +1278,7 @@ static ssize_t pm_read_cur(int fd, ssize_t r)
 	if (r <= 0)
 		return -1;
 	end = real_lseek()(fd, 0, SEEK_CUR);
-	errno = saved;
+	errno_restore(saved);
 	return end < r ? -1 : end - r;
 }
 
@@ -1563,7 +1605,7 @@ PUBLIC int ioctl(int fd, unsigned long req, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 	/* before it takes effect: a fast read racing it must not trust 57 */
-	if (!in_lib && req == UFFDIO_REGISTER)
+	if (!in_lib && req == UFFDIO_REGISTER && !is_priv_fd(fd))
 		atomic_store(&foreign_uffd, true);
 	return real_ioctl()(fd, req, arg);
 }

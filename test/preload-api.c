@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -582,6 +583,103 @@ static void test_threads(int pm)
 	munmap(th_mem, TH_PAGES * PG);
 }
 
+/*
+ * Threads that clear and read at once, from the first clear on (in a
+ * child: it has no tracker until one of them clears).  Clears and fast
+ * reads take no lock of the shim's, only the tracker's; a page a thread
+ * wrote must read soft-dirty when no clear started or ran between its
+ * write and its read.  A clear counts itself in flight before started, a
+ * check reads started before in flight: a clear that overlaps the check
+ * either is seen in flight or moves started.
+ */
+#define CT_THREADS	4
+#define CT_PAGES	8
+static char *ct_mem;
+static int ct_pm, ct_cr;
+static atomic_long ct_started, ct_inflight, ct_checked, ct_lost, ct_clears;
+static atomic_long ct_fails;
+
+static void *clearer_reader(void *arg)
+{
+	unsigned int seed = (unsigned int)(uintptr_t)arg * 2654435761u;
+	char *mine = ct_mem + (uintptr_t)arg * CT_PAGES * PG;
+	double end = td_now() + 60;
+	uint64_t e;
+
+	while ((atomic_load(&ct_checked) < 2000 ||
+		atomic_load(&ct_clears) < 200) && td_now() < end) {
+		char *pg = mine + (size_t)(rand_r(&seed) % CT_PAGES) * PG;
+		long st0, st1;
+
+		if (rand_r(&seed) % 64 == 0) {
+			atomic_fetch_add(&ct_inflight, 1);
+			atomic_fetch_add(&ct_started, 1);
+			if (write(ct_cr, "4", 1) != 1)
+				atomic_fetch_add(&ct_fails, 1);
+			atomic_fetch_sub(&ct_inflight, 1);
+			atomic_fetch_add(&ct_clears, 1);
+			continue;
+		}
+		st0 = atomic_load(&ct_started);
+		if (atomic_load(&ct_inflight) || !st0) {
+			/* no spinning into the next clear's lottery */
+			sched_yield();
+			continue;
+		}
+		((volatile char *)pg)[0]++;
+		if (pread(ct_pm, &e, 8, pm_off(pg)) != 8)
+			atomic_fetch_add(&ct_fails, 1);
+		st1 = atomic_load(&ct_started);
+		if (st1 != st0)
+			continue;
+		atomic_fetch_add(&ct_checked, 1);
+		if (!(e & SD_BIT))
+			atomic_fetch_add(&ct_lost, 1);
+	}
+	return NULL;
+}
+
+static void test_clearing_threads(void)
+{
+	long r[4] = { -1, -1, -1, -1 };
+	pthread_t t[CT_THREADS];
+	int p[2], st, i;
+	pid_t pid;
+
+	if (pipe(p))
+		tap_bail("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		tap_bail("fork: %s", strerror(errno));
+	if (!pid) {
+		ct_mem = map_pages(CT_THREADS * CT_PAGES);
+		ct_pm = open("/proc/self/pagemap", O_RDONLY);
+		ct_cr = open("/proc/self/clear_refs", O_WRONLY);
+		if (ct_pm < 0 || ct_cr < 0)
+			_exit(2);
+		for (i = 0; i < CT_THREADS; i++)
+			pthread_create(&t[i], NULL, clearer_reader,
+				       (void *)(uintptr_t)i);
+		for (i = 0; i < CT_THREADS; i++)
+			pthread_join(t[i], NULL);
+		r[0] = atomic_load(&ct_checked);
+		r[1] = atomic_load(&ct_lost);
+		r[2] = atomic_load(&ct_clears);
+		r[3] = atomic_load(&ct_fails);
+		_exit(write(p[1], r, sizeof(r)) == sizeof(r) ? 0 : 3);
+	}
+	close(p[1]);
+	if (read(p[0], r, sizeof(r)) != sizeof(r))
+		r[0] = -1;
+	close(p[0]);
+	waitpid(pid, &st, 0);
+	tap_ok(WIFEXITED(st) && !WEXITSTATUS(st) && r[0] > 0 && !r[1] &&
+	       r[2] > 0 && !r[3],
+	       "%d threads clearing and reading at once, from the first "
+	       "clear: %ld clears, %ld writes checked, %ld lost, %ld failed "
+	       "calls", CT_THREADS, r[2], r[0], r[1], r[3]);
+}
+
 /* ---------- fork and exec ---------- */
 
 static int has_uffd_fd(void)
@@ -706,6 +804,7 @@ int main(int argc, char **argv)
 	test_stale_fds();
 	test_smaps(pm);
 	test_threads(pm);
+	test_clearing_threads();
 	test_fork(pm);
 	test_exec(exe);
 	close(pm);
