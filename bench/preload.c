@@ -5,8 +5,8 @@
  *    kernel's own pagemap read of the same range (raw syscall, past the
  *    shim);
  *  - a clear ("4" to clear_refs through the shim) vs softdirty_reset() of
- *    the library, after the same writes to the same workload (the shim
- *    loaded but idle in the library's run), the two processes in turns.
+ *    the library, after the same writes to the same workload, in the same
+ *    process (see run_clears), in PROCS processes one after the other.
  *
  * usage: bench-preload [MiB] (default 1024; SOFTDIRTY_PRELOAD: the .so,
  * else ../libsoftdirty-preload.so next to this program's directory)
@@ -52,24 +52,6 @@ static double median(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof(*v), cmp);
 	return v[n / 2];
-}
-
-/*
- * The shim's and the library's runs are two processes that take turns,
- * one round each (the parent passes a byte on their stdin), so that the
- * clears compared were timed moments apart, never while the other ran.
- */
-static bool my_turn(void)
-{
-	char c;
-
-	return read(0, &c, 1) == 1;
-}
-
-static void turn_done(double clear_s)
-{
-	printf("T %.9f\n", clear_s);
-	fflush(stdout);
 }
 
 static char *workload(size_t len)
@@ -193,7 +175,7 @@ static void call_costs(int pm, char *p)
 /* In the shim: clears and reads through the kernel interface. */
 static int run_shim(size_t len)
 {
-	double shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS], t;
+	double shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS];
 	size_t n = len / PG, sz[NSIZES], ns = 0;
 	uint64_t *buf = malloc(n * 8);
 	char *p = workload(len);
@@ -248,153 +230,142 @@ static int run_shim(size_t len)
 	       "(>= 0.5 required)\n",
 	       median(kern[ns - 1], ROUNDS) / median(shim[ns - 1], ROUNDS));
 	call_costs(pm, p);
-	/* the clears, in turns with the library's resets */
-	printf("R\n");
-	fflush(stdout);
-	for (i = 0; i < ROUNDS; i++) {
-		if (!my_turn())
-			return 1;
-		dirty_some(p, len, i);
-		t = now();
-		if (write(cr, "4", 1) != 1)
-			return 1;
-		turn_done(now() - t);
-	}
 	return 0;
 }
 
 /*
- * The library's own reset on the same workload, in a process with the shim
- * loaded but idle (it never cleared, so it tracks nothing): the same
- * mappings to walk.
+ * Clears against resets in one process, so that both meet the same pages,
+ * page tables and history.  On this VM a reset's cost depends on that
+ * history (a raw PAGEMAP_SCAN write-protecting 1 page in 16 of 1 GiB takes
+ * 7 ms until both halves of every 16 pages' page-table entries were
+ * written since the last full write-protect, then 11 ms), and the resets
+ * of two identical processes in turns differed by up to 1.37x: a clear in
+ * one process against a reset in another measured the processes.
+ *
+ * Three blocks, each after the same warm-up: the library's reset (A), the
+ * library's reset again with a new handle (B: what a new tracker and the
+ * drift do alone), then the shim's clear (C).  C/B is the clear's cost
+ * against the reset; B/A is the noise to read it against.
  */
-static int run_lib(size_t len)
+#define WARM	16	/* every page of the 16 written and re-protected */
+#define TIMED	10
+#define PROCS	5
+
+/*
+ * Median time of TIMED resets of @sd, or with @sd NULL clears ("4" to
+ * @cr), each after the same writes, after WARM untimed ones.
+ */
+static double block(struct softdirty *sd, int cr, char *p, size_t len,
+		    int *round)
+{
+	double t[TIMED], s;
+	int i;
+
+	for (i = -WARM; i < TIMED; i++) {
+		dirty_some(p, len, (*round)++);
+		s = now();
+		if (sd ? softdirty_reset(sd) != 0 : write(cr, "4", 1) != 1)
+			exit(1);
+		if (i >= 0)
+			t[i] = now() - s;
+	}
+	return median(t, TIMED);
+}
+
+/* A block of the library's resets (uffd), with a handle of its own. */
+static double lib_block(char *p, size_t len, int *round)
 {
 	struct softdirty_opts o = { .sz = sizeof(o), .backend = "uffd" };
 	struct softdirty *sd;
-	char *p = workload(len);
-	double t;
-	int i, err;
+	double m;
+	int err;
 
 	err = softdirty_open(&sd, 0, &o);
 	if (!err)
 		err = softdirty_reset(sd);
 	if (err) {
 		fprintf(stderr, "softdirty: %s\n", strerror(-err));
+		exit(1);
+	}
+	m = block(sd, -1, p, len, round);
+	softdirty_close(sd);
+	return m;
+}
+
+/* Under the shim, which stays idle until the third block's first clear. */
+static int run_clears(size_t len)
+{
+	char *p = workload(len);
+	double a, b, c;
+	int round = 0, cr;
+
+	a = lib_block(p, len, &round);
+	b = lib_block(p, len, &round);
+	cr = open("/proc/self/clear_refs", O_WRONLY);
+	if (cr < 0) {
+		perror("clear_refs");
 		return 1;
 	}
-	for (i = 0; i < ROUNDS; i++) {
-		if (!my_turn())
-			return 1;
-		dirty_some(p, len, i);
-		t = now();
-		if (softdirty_reset(sd))
-			return 1;
-		turn_done(now() - t);
-	}
-	softdirty_close(sd);
+	c = block(NULL, cr, p, len, &round);
+	printf("C %.9f %.9f %.9f\n", a, b, c);
 	return 0;
 }
 
-struct run {
-	pid_t pid;
-	int to;		/* its stdin: the turns */
-	FILE *from;	/* its stdout */
-	double t[ROUNDS];
-};
-
-/* Start ourselves in @mode with the shim preloaded; 0 or -1. */
-static int run_start(struct run *r, const char *self, const char *mode,
-		     const char *mib, const char *so)
+/*
+ * Run ourselves in @mode with the shim preloaded, its output to ours but
+ * for a "C" line, parsed into @abc; 0 if it succeeded.
+ */
+static int run(const char *self, const char *mode, const char *mib,
+	       const char *so, double *abc)
 {
-	int in[2], out[2];
+	char line[256];
+	int out[2], status, got = 0;
+	pid_t pid;
+	FILE *f;
 
-	if (pipe(in))
+	if (pipe(out))
 		return -1;
-	if (pipe(out)) {
-		close(in[0]);
-		close(in[1]);
+	pid = fork();
+	if (pid < 0)
 		return -1;
-	}
-	r->pid = fork();
-	if (r->pid < 0)
-		return -1;
-	if (!r->pid) {
-		dup2(in[0], 0);
+	if (!pid) {
 		dup2(out[1], 1);
-		close(in[1]);
 		close(out[0]);
 		setenv("LD_PRELOAD", so, 1);
 		execl(self, self, mode, mib, (char *)NULL);
 		_exit(127);
 	}
-	close(in[0]);
 	close(out[1]);
-	r->to = in[1];
-	r->from = fdopen(out[0], "r");
-	return r->from ? 0 : -1;
-}
-
-/* Its output up to "R": the reads are done, the clears can start. */
-static int run_ready(struct run *r)
-{
-	char line[256];
-
-	while (fgets(line, sizeof(line), r->from)) {
-		if (!strcmp(line, "R\n"))
-			return 0;
-		fputs(line, stdout);
+	f = fdopen(out[0], "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		if (abc && sscanf(line, "C %lf %lf %lf", &abc[0], &abc[1],
+				  &abc[2]) == 3)
+			got = 1;
+		else
+			fputs(line, stdout);
 	}
-	return -1;
-}
-
-/* One round of @r: its clear time in r->t[i]; 0 or -1. */
-static int run_round(struct run *r, int i)
-{
-	char line[256];
-
-	if (write(r->to, "g", 1) != 1)
+	if (f)
+		fclose(f);
+	else
+		close(out[0]);
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) || (abc && !got))
 		return -1;
-	while (fgets(line, sizeof(line), r->from)) {
-		if (!strncmp(line, "T ", 2)) {
-			r->t[i] = atof(line + 2);
-			return 0;
-		}
-		fputs(line, stdout);
-	}
-	return -1;
-}
-
-/* Its remaining output, then its status; 0 if it succeeded. */
-static int run_finish(struct run *r)
-{
-	char line[256];
-	int status;
-
-	close(r->to);
-	while (r->from && fgets(line, sizeof(line), r->from))
-		fputs(line, stdout);
-	if (r->from)
-		fclose(r->from);
-	if (waitpid(r->pid, &status, 0) != r->pid)
-		return -1;
-	return WIFEXITED(status) && !WEXITSTATUS(status) ? 0 : -1;
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	char self[PATH_MAX], so[PATH_MAX];
 	const char *mib = "1024", *env = getenv("SOFTDIRTY_PRELOAD");
-	struct run shim = { .pid = -1 }, lib = { .pid = -1 };
-	double clr, rst, pair[ROUNDS];
-	bool bad = false;
+	double abc[3], ba[PROCS], cb[PROCS], m[3][PROCS];
 	ssize_t n;
 	int i;
 
 	if (argc > 2 && !strcmp(argv[1], "--shim"))
 		return run_shim(strtoul(argv[2], NULL, 10) << 20);
-	if (argc > 2 && !strcmp(argv[1], "--lib"))
-		return run_lib(strtoul(argv[2], NULL, 10) << 20);
+	if (argc > 2 && !strcmp(argv[1], "--clears"))
+		return run_clears(strtoul(argv[2], NULL, 10) << 20);
 	if (argc > 1)
 		mib = argv[1];
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -411,34 +382,32 @@ int main(int argc, char **argv)
 			 self);
 		*slash = '/';
 	}
-	/*
-	 * The reads first (the shim alone); then the clears and the
-	 * library's resets after the same writes, in turns, each first in
-	 * every other round.
-	 */
-	if (run_start(&shim, self, "--shim", mib, so) || run_ready(&shim) ||
-	    run_start(&lib, self, "--lib", mib, so))
-		bad = true;
-	for (i = 0; !bad && i < ROUNDS; i++) {
-		struct run *first = i % 2 ? &lib : &shim;
-		struct run *second = i % 2 ? &shim : &lib;
-
-		bad = run_round(first, i) || run_round(second, i);
-	}
-	bad |= run_finish(&shim) != 0;
-	bad |= run_finish(&lib) != 0;
-	if (bad) {
-		fprintf(stderr, "bench-preload: a run failed\n");
+	if (run(self, "--shim", mib, so, NULL)) {
+		fprintf(stderr, "bench-preload: the reads failed\n");
 		return 1;
 	}
-	for (i = 0; i < ROUNDS; i++)
-		pair[i] = shim.t[i] / lib.t[i];
-	clr = median(shim.t, ROUNDS);
-	rst = median(lib.t, ROUNDS);
-	printf("shim: clear via clear_refs %.3f ms\n", clr * 1e3);
-	printf("lib:  softdirty_reset %.3f ms\n", rst * 1e3);
-	printf("clear ratio shim/library reset = %.2f (<= 1 + noise required); "
-	       "median of the %d rounds' own ratios %.2f\n",
-	       clr / rst, ROUNDS, median(pair, ROUNDS));
+	for (i = 0; i < PROCS; i++) {
+		if (run(self, "--clears", mib, so, abc)) {
+			fprintf(stderr, "bench-preload: the clears failed\n");
+			return 1;
+		}
+		printf("clears: process %d: library reset %.3f ms, again "
+		       "%.3f ms (%.2fx), shim clear %.3f ms (%.2fx)\n", i + 1,
+		       abc[0] * 1e3, abc[1] * 1e3, abc[1] / abc[0],
+		       abc[2] * 1e3, abc[2] / abc[1]);
+		ba[i] = abc[1] / abc[0];
+		cb[i] = abc[2] / abc[1];
+		m[0][i] = abc[0];
+		m[1][i] = abc[1];
+		m[2][i] = abc[2];
+	}
+	printf("lib:  softdirty_reset %.3f ms, again %.3f ms\n",
+	       median(m[0], PROCS) * 1e3, median(m[1], PROCS) * 1e3);
+	printf("shim: clear via clear_refs %.3f ms\n",
+	       median(m[2], PROCS) * 1e3);
+	printf("library reset against itself = %.2f (the noise); ",
+	       median(ba, PROCS));
+	printf("clear ratio shim/library reset = %.2f "
+	       "(<= 1 + noise required)\n", median(cb, PROCS));
 	return 0;
 }
