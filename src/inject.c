@@ -1164,20 +1164,27 @@ struct guard_job {
 
 #define GUARD_STACK	(256u << 10)
 
+/* Attach, steal, detach: the whole sequence, in the task that runs it. */
+static void attach_steal(struct guard_job *j)
+{
+	struct sd_inject *in;
+
+	j->attach_err = sd_inject_attach(&in, j->pid);
+	j->err = j->attach_err ? j->attach_err
+			       : uffd_steal(in, j->pidfd, j->flags, &j->fd);
+	sd_inject_detach(in);
+}
+
 static int guard_main(void *arg)
 {
 	struct guard_job *j = arg;
-	struct sd_inject *in;
 
 	/* started on the caller's CPU (see run_guardian): free it again */
 	if (j->pinned)
 		(void)sched_setaffinity(0, sizeof(j->mask), &j->mask);
 	/* not killed with the caller's process group either */
 	(void)setpgid(0, 0);
-	j->attach_err = sd_inject_attach(&in, j->pid);
-	j->err = j->attach_err ? j->attach_err
-			       : uffd_steal(in, j->pidfd, j->flags, &j->fd);
-	sd_inject_detach(in);
+	attach_steal(j);
 	return 0;
 }
 
@@ -1247,7 +1254,6 @@ out:
 int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
 {
 	struct guard_job j = { .pid = pid, .flags = flags, .fd = -1 };
-	struct sd_inject *in = NULL;
 	int err;
 
 	if (pid <= 0)
@@ -1277,10 +1283,8 @@ int sd_inject_userfaultfd(pid_t pid, struct sd_inject *held, int flags)
 	if (j.fd >= 0)
 		close(j.fd);
 	j.fd = -1;
-	err = sd_inject_attach(&in, pid);
-	if (!err)
-		err = uffd_steal(in, j.pidfd, flags, &j.fd);
-	sd_inject_detach(in);
+	attach_steal(&j);
+	err = j.err;
 out:
 	close(j.pidfd);
 	if (err) {
