@@ -307,6 +307,16 @@ int td_for_each_backend(const char *what,
 	return ran;
 }
 
+bool td_inject_supported(void)
+{
+#ifdef __x86_64__
+	return true;
+#else
+	printf("1..0 # SKIP sd_inject supports x86-64 only\n");
+	return false;
+#endif
+}
+
 bool td_backend_works(int which)
 {
 	struct td_backend *be;

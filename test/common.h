@@ -120,6 +120,11 @@ size_t td_backends(struct td_backend **out);
 int td_for_each_backend(const char *what,
 			void (*fn)(const struct td_backend *be, void *ctx),
 			void *ctx);
+/*
+ * sd_inject (src/inject.h) runs on this architecture (x86-64); else the
+ * whole program's skip ("1..0 # SKIP"), and false: exit with 77.
+ */
+bool td_inject_supported(void);
 /* Backend @which works here; else a skip naming why, and false. */
 bool td_backend_works(int which);
 /* softdirty_open(out, 0, {.backend = name}); bails out when it fails */
