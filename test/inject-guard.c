@@ -284,6 +284,32 @@ static int yama_set(int v)
 	return err;
 }
 
+/* unprivileged_round()'s child: as uid 65534, its two results to @out. */
+static void unprivileged_child(int in, int out)
+{
+	int res[2] = { -EIO, -EIO };
+	struct td_child t;
+
+	(void)in;
+	/* a uid change clears "dumpable"; ordinary processes have it */
+	if (setgroups(0, NULL) || setgid(65534) || setuid(65534) ||
+	    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
+		res[0] = -errno;
+	else if (td_child_spawn(&t, echo_loop))
+		res[0] = -errno;
+	else {
+		if (!td_blocked_in_read(t.pid))
+			_exit(2);
+		res[0] = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC);
+		res[1] = uffd_fds(t.pid) == 0 &&
+			 td_tracer_pid(t.pid) == 0 &&
+			 td_child_responds(&t) ? 0 : -EIO;
+		td_child_reap(&t, NULL);
+	}
+	/* a short write is the parent's missing answer */
+	(void)!write(out, res, sizeof(res));
+}
+
 /*
  * As uid 65534, on its own child: the guardian attaches (no YAMA), or
  * YAMA's ptrace_scope 1 refuses it (not the target's ancestor) and the
@@ -291,42 +317,15 @@ static int yama_set(int v)
  */
 static void unprivileged_round(void)
 {
-	int p[2], res[2] = { -EIO, -EIO }, scope = yama_scope();
-	pid_t pid;
+	int res[2] = { -EIO, -EIO }, scope = yama_scope();
+	struct td_child c;
+	int err = td_child_spawn(&c, unprivileged_child);
 
-	if (pipe(p))
-		tap_bail("pipe: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0)
-		tap_bail("fork: %s", strerror(errno));
-	if (pid == 0) {
-		struct td_child t;
-
-		close(p[0]);
-		/* a uid change clears "dumpable"; ordinary processes have it */
-		if (setgroups(0, NULL) || setgid(65534) || setuid(65534) ||
-		    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
-			res[0] = -errno;
-		else if (td_child_spawn(&t, echo_loop))
-			res[0] = -errno;
-		else {
-			if (!td_blocked_in_read(t.pid))
-				_exit(2);
-			res[0] = sd_inject_userfaultfd(t.pid, NULL, O_CLOEXEC);
-			res[1] = uffd_fds(t.pid) == 0 &&
-				 td_tracer_pid(t.pid) == 0 &&
-				 td_child_responds(&t) ? 0 : -EIO;
-			td_child_reap(&t, NULL);
-		}
-		if (write(p[1], res, sizeof(res)) != sizeof(res))
-			_exit(2);
-		_exit(0);
-	}
-	close(p[1]);
-	if (read(p[0], res, sizeof(res)) != sizeof(res))
+	if (err)
+		tap_bail("fork: %s", strerror(-err));
+	if (!td_child_recv(&c, res, sizeof(res), 60000))
 		res[0] = res[1] = -EIO;
-	close(p[0]);
-	waitpid(pid, NULL, 0);
+	td_child_reap(&c, NULL);
 	if (res[0] == -EPERM && scope >= 2) {
 		tap_skip("YAMA ptrace_scope >= 2", "uid 65534 on its own child");
 		return;

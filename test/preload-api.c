@@ -639,42 +639,45 @@ static void *clearer_reader(void *arg)
 	return NULL;
 }
 
+/* The child: its threads' counts, 4 longs, to @out (nothing if it failed). */
+static void clearing_child(int in, int out)
+{
+	pthread_t t[CT_THREADS];
+	long r[4];
+	int i;
+
+	(void)in;
+	ct_mem = map_pages(CT_THREADS * CT_PAGES);
+	ct_pm = open("/proc/self/pagemap", O_RDONLY);
+	ct_cr = open("/proc/self/clear_refs", O_WRONLY);
+	if (ct_pm < 0 || ct_cr < 0)
+		return;
+	for (i = 0; i < CT_THREADS; i++)
+		pthread_create(&t[i], NULL, clearer_reader,
+			       (void *)(uintptr_t)i);
+	for (i = 0; i < CT_THREADS; i++)
+		pthread_join(t[i], NULL);
+	r[0] = atomic_load(&ct_checked);
+	r[1] = atomic_load(&ct_lost);
+	r[2] = atomic_load(&ct_clears);
+	r[3] = atomic_load(&ct_fails);
+	/* a short write is the parent's missing answer */
+	(void)!write(out, r, sizeof(r));
+}
+
 static void test_clearing_threads(void)
 {
 	long r[4] = { -1, -1, -1, -1 };
-	pthread_t t[CT_THREADS];
-	int p[2], st, i;
-	pid_t pid;
+	struct td_child c;
+	int err = td_child_spawn(&c, clearing_child);
+	bool got;
 
-	if (pipe(p))
-		tap_bail("pipe: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0)
-		tap_bail("fork: %s", strerror(errno));
-	if (!pid) {
-		ct_mem = map_pages(CT_THREADS * CT_PAGES);
-		ct_pm = open("/proc/self/pagemap", O_RDONLY);
-		ct_cr = open("/proc/self/clear_refs", O_WRONLY);
-		if (ct_pm < 0 || ct_cr < 0)
-			_exit(2);
-		for (i = 0; i < CT_THREADS; i++)
-			pthread_create(&t[i], NULL, clearer_reader,
-				       (void *)(uintptr_t)i);
-		for (i = 0; i < CT_THREADS; i++)
-			pthread_join(t[i], NULL);
-		r[0] = atomic_load(&ct_checked);
-		r[1] = atomic_load(&ct_lost);
-		r[2] = atomic_load(&ct_clears);
-		r[3] = atomic_load(&ct_fails);
-		_exit(write(p[1], r, sizeof(r)) == sizeof(r) ? 0 : 3);
-	}
-	close(p[1]);
-	if (read(p[0], r, sizeof(r)) != sizeof(r))
-		r[0] = -1;
-	close(p[0]);
-	waitpid(pid, &st, 0);
-	tap_ok(WIFEXITED(st) && !WEXITSTATUS(st) && r[0] > 0 && !r[1] &&
-	       r[2] > 0 && !r[3],
+	if (err)
+		tap_bail("fork: %s", strerror(-err));
+	/* the threads stop by themselves within 60 s */
+	got = td_child_recv(&c, r, sizeof(r), 120000);
+	td_child_reap(&c, NULL);
+	tap_ok(got && r[0] > 0 && !r[1] && r[2] > 0 && !r[3],
 	       "%d threads clearing and reading at once, from the first "
 	       "clear: %ld clears, %ld writes checked, %ld lost, %ld failed "
 	       "calls", CT_THREADS, r[2], r[0], r[1], r[3]);

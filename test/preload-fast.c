@@ -41,7 +41,6 @@
 #define CHILD_ENV "SOFTDIRTY_PRELOAD_FAST_CHILD"
 #define MIN(a, b)	((a) < (b) ? (a) : (b))
 
-
 #if defined(__x86_64__)
 #define SECCOMP_ARCH AUDIT_ARCH_X86_64
 #elif defined(__aarch64__)
