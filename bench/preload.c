@@ -172,7 +172,7 @@ static void call_costs(int pm, char *p)
 	close(maps);
 }
 
-/* In the shim: clears and reads through the kernel interface. */
+/* In the shim: reads through the kernel interface, a clear per round. */
 static int run_shim(size_t len)
 {
 	double shim[NSIZES][ROUNDS], kern[NSIZES][ROUNDS];
